@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let fast: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "aetrain",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "aetrain", targets: ["aetrain"]),
+        .library(name: "AutoencoderCore", targets: ["AutoencoderCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System libraries (Debian: libopenblas-dev, zlib1g-dev, libopenmpi-dev, libssl-dev).
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "AutoencoderCore",
+                dependencies: ["CBLAS", "CZlib", "CMPI", "COpenSSL"],
+                swiftSettings: fast),
+        .executableTarget(name: "aetrain",
+                          dependencies: ["AutoencoderCore",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: fast),
+        .testTarget(name: "AutoencoderCoreTests", dependencies: ["AutoencoderCore"]),
+        .testTarget(name: "aetrainTests", dependencies: ["AutoencoderCore"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,39 @@
+import Foundation
+
+/// A user-facing failure: one line naming the file or flag and the cause, plus the exit code.
+///
+/// Exit codes (documented in the README):
+/// 1 generic failure, 2 usage error (bad flag), 3 bad input data or checkpoint,
+/// 4 I/O failure writing outputs, 5 non-finite loss, 6 distributed failure (config mismatch,
+/// another rank failed, collective timeout), 75 preempted (checkpoint written, resumable).
+public struct AETError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var exitCode: Int32
+
+    public init(_ message: String, exitCode: Int32 = 1) {
+        self.message = message
+        self.exitCode = exitCode
+    }
+
+    public static func usage(_ m: String) -> AETError { AETError(m, exitCode: ExitCode.usage) }
+    public static func data(_ m: String) -> AETError { AETError(m, exitCode: ExitCode.badInput) }
+    public static func io(_ m: String) -> AETError { AETError(m, exitCode: ExitCode.io) }
+
+    public var description: String { message }
+}
+
+/// Process exit codes, part of the CLI contract.
+public enum ExitCode {
+    public static let failure: Int32 = 1
+    public static let usage: Int32 = 2
+    public static let badInput: Int32 = 3
+    public static let io: Int32 = 4
+    public static let nonFinite: Int32 = 5
+    public static let distributed: Int32 = 6
+    public static let preempted: Int32 = 75
+}
+
+/// Writes one line to stderr (unbuffered).
+public func printError(_ s: String) {
+    FileHandle.standardError.write((s + "\n").data(using: .utf8)!)
+}

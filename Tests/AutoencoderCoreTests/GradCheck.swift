@@ -1,0 +1,91 @@
+import XCTest
+@testable import AutoencoderCore
+
+/// Central finite differences in Float64-friendly form: perturb each checked coordinate by ±h,
+/// recompute the scalar loss, and compare (L(+h) - L(-h)) / 2h with the analytic gradient.
+enum GradCheck {
+    /// Compares `analytic[i]` with the numeric derivative of `loss` at `x[i]` for the indices
+    /// in `indices` (all when nil). Uses a mixed tolerance |a - n| <= atol + rtol * max(|a|, |n|).
+    static func check(_ name: String, x: UnsafeMutablePointer<Float>, count: Int,
+                      analytic: [Float], indices: [Int]? = nil, h: Float = 1e-2,
+                      rtol: Float = 2e-2, atol: Float = 1e-4,
+                      loss: () -> Double, file: StaticString = #filePath, line: UInt = #line) {
+        let idx = indices ?? Array(0..<count)
+        var worst: Float = 0
+        var failures = 0
+        for i in idx {
+            let saved = x[i]
+            x[i] = saved + h
+            let lp = loss()
+            x[i] = saved - h
+            let lm = loss()
+            x[i] = saved
+            let numeric = Float((lp - lm) / (2 * Double(h)))
+            let a = analytic[i]
+            let err = abs(a - numeric)
+            let tol = atol + rtol * max(abs(a), abs(numeric))
+            worst = max(worst, err / max(tol, 1e-12))
+            if err > tol {
+                failures += 1
+                if failures <= 5 {
+                    XCTFail("\(name)[\(i)]: analytic \(a) vs numeric \(numeric)", file: file, line: line)
+                }
+            }
+        }
+        XCTAssertEqual(failures, 0, "\(name): \(failures) of \(idx.count) coordinates off (worst err/tol \(worst))",
+                       file: file, line: line)
+    }
+
+    /// Random Float array in [lo, hi).
+    static func random(_ n: Int, seed: UInt64, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
+        var g = SplitMix64(seed: seed)
+        return (0..<n).map { _ in g.uniform(lo, hi) }
+    }
+
+    /// Double-precision dot product of a layer output with fixed random weights: a generic scalar
+    /// loss L = sum(r * y) whose gradient w.r.t. y is r.
+    static func dot(_ y: UnsafePointer<Float>, _ r: [Float]) -> Double {
+        var s = 0.0
+        for i in 0..<r.count { s += Double(y[i]) * Double(r[i]) }
+        return s
+    }
+}
+
+/// Checks a layer's backward against central differences for its input and every parameter,
+/// with L = sum(r * layer(x)) for a fixed random r.
+func checkLayerGradients(_ layer: Layer, batch: Int, seed: UInt64 = 1, h: Float = 1e-2,
+                         rtol: Float = 2e-2, atol: Float = 1e-4, inputRange: (Float, Float) = (-1, 1),
+                         maxChecks: Int = 400, file: StaticString = #filePath, line: UInt = #line) {
+    let pc = layer.parameterCount
+    let params = FloatBuffer(pc), grads = FloatBuffer(pc)
+    layer.bind(parameters: params.pointer, gradients: grads.pointer)
+    var rng = SplitMix64(seed: seed)
+    layer.initialize(.torch, rng: &rng)
+    layer.reserve(maxBatch: batch)
+    let xin = FloatBuffer(batch * layer.inputSize)
+    let xr = GradCheck.random(xin.count, seed: seed + 1, inputRange.0, inputRange.1)
+    for i in 0..<xin.count { xin[i] = xr[i] }
+    let y = FloatBuffer(batch * layer.outputSize)
+    let r = GradCheck.random(y.count, seed: seed + 2)
+    func loss() -> Double {
+        layer.forward(xin.pointer, y.pointer, batch: batch)
+        return GradCheck.dot(y.pointer, r)
+    }
+    _ = loss()
+    let dy = FloatBuffer(y.count)
+    for i in 0..<r.count { dy[i] = r[i] }
+    let dx = FloatBuffer(xin.count)
+    grads.zero()
+    layer.backward(x: xin.pointer, y: y.pointer, dy: dy.pointer, dx: dx.pointer, batch: batch)
+    func pick(_ n: Int) -> [Int] {
+        if n <= maxChecks { return Array(0..<n) }
+        var g = SplitMix64(seed: seed + 3)
+        return (0..<maxChecks).map { _ in Int(g.next() % UInt64(n)) }
+    }
+    GradCheck.check("input", x: xin.pointer, count: xin.count, analytic: dx.array, indices: pick(xin.count),
+                    h: h, rtol: rtol, atol: atol, loss: loss, file: file, line: line)
+    if pc > 0 {
+        GradCheck.check("params", x: params.pointer, count: pc, analytic: grads.array, indices: pick(pc),
+                        h: h, rtol: rtol, atol: atol, loss: loss, file: file, line: line)
+    }
+}
