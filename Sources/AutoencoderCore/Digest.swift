@@ -15,7 +15,7 @@ public struct SHA256Digest {
     }
 
     public mutating func update(_ data: Data) {
-        data.withUnsafeBytes { update($0.baseAddress!, $0.count) }
+        data.withUnsafeBytes { if let b = $0.baseAddress { update(b, $0.count) } }
     }
 
     public mutating func finalizeHex() -> String {

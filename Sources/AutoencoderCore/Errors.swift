@@ -9,10 +9,14 @@ import Foundation
 public struct AETError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var exitCode: Int32
+    /// True when every rank is known to stop with this error (agreed through a collective, or
+    /// derived from all-reduced values), so ranks may finalize MPI cleanly instead of aborting.
+    public var allRanks: Bool
 
-    public init(_ message: String, exitCode: Int32 = 1) {
+    public init(_ message: String, exitCode: Int32 = 1, allRanks: Bool = false) {
         self.message = message
         self.exitCode = exitCode
+        self.allRanks = allRanks
     }
 
     public static func usage(_ m: String) -> AETError { AETError(m, exitCode: ExitCode.usage) }

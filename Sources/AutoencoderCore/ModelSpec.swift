@@ -117,3 +117,15 @@ extension ModelSpec {
         return out
     }
 }
+
+extension ModelSpec {
+    /// The preset with another code size (MLP presets only).
+    public func withLatent(_ l: Int) throws -> ModelSpec {
+        guard case .dense(_, let act)? = encoder.last else {
+            throw AETError.usage("--latent: model \(name) has a convolutional code; its size is fixed")
+        }
+        var s = self
+        s.encoder[s.encoder.count - 1] = .dense(units: variational ? 2 * l : l, activation: act)
+        return s
+    }
+}

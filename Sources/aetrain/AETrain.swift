@@ -7,12 +7,188 @@ struct AETrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aetrain",
         abstract: "Train autoencoders on MNIST and Fashion-MNIST, data-parallel over MPI.",
-        subcommands: [Models.self])
+        discussion: "Run under mpirun for data-parallel training: mpirun -np 4 aetrain [train options]. Without mpirun it runs as a single rank.",
+        version: aetrainVersion,
+        subcommands: [Train.self, Eval.self, Encode.self, Reconstruct.self, Info.self, Fetch.self, Models.self],
+        defaultSubcommand: Train.self)
+
+    /// Parse errors become one line on stderr and exit code 2; --help and --version print as usual.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            if let e = error as? AETError {
+                printError("error: " + e.message)
+                Foundation.exit(e.exitCode)
+            }
+            let msg = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            printError("error: " + msg + " (see aetrain --help)")
+            Foundation.exit(ExitCode.usage)
+        }
+    }
+}
+
+// MARK: argument types
+
+extension DatasetName: ExpressibleByArgument {}
+extension LossKind: ExpressibleByArgument {}
+extension InitScheme: ExpressibleByArgument {}
+extension Activation: ExpressibleByArgument {}
+extension OnNaN: ExpressibleByArgument {}
+extension OnCheckpointError: ExpressibleByArgument {}
+extension Split: ExpressibleByArgument {}
+
+/// Options shared by train and anomaly.
+struct TrainOptions: ParsableArguments {
+    @Option(help: "Dataset: fashion-mnist or mnist.") var dataset: DatasetName = .fashionMNIST
+    @Option(help: "Folder holding the four IDX files (default: $AETRAIN_DATA_DIR/<dataset>, /usr/share/datasets/fashion-mnist, ./data/<dataset>).")
+    var dataDir: String?
+    @Option(help: "Model preset (see `aetrain models`), or `custom` with --encoder/--latent.") var model: String = "mlp3"
+    @Option(help: "Custom MLP hidden widths, e.g. 256,64 (implies --model custom).") var encoder: String?
+    @Option(help: "Custom MLP code size (with --encoder).") var latent: Int?
+    @Option(help: "Custom MLP activation: relu, leaky-relu, tanh, sigmoid, identity.") var activation: Activation = .relu
+    @Option(help: "Loss: mse, bce or l1 (default: the preset's).") var loss: LossKind?
+    @Option(help: "Epochs.") var epochs: Int = 10
+    @Option(help: "Stop after this many optimizer steps.") var maxSteps: Int?
+    @Option(help: "Global batch size (split across ranks).") var batchSize: Int = 128
+    @Option(help: "Learning rate.") var lr: Float = 1e-3
+    @Option(help: "Weight decay (L2 added to the gradient, as torch.optim.Adam; decoupled with --adamw).") var weightDecay: Float = 0
+    @Flag(help: "AdamW: decoupled weight decay.") var adamw = false
+    @Option(help: "Adam beta1.") var beta1: Float = 0.9
+    @Option(help: "Adam beta2.") var beta2: Float = 0.999
+    @Option(help: "Adam epsilon.") var eps: Float = 1e-8
+    @Option(help: "Random seed (initialisation, data order, noise, VAE sampling).") var seed: UInt64 = 0
+    @Option(help: "Use only the first N training images.") var trainLimit: Int?
+    @Option(help: "Use only the first N test images.") var testLimit: Int?
+    @Option(help: "Output folder.") var out: String = "./aetrain-run"
+    @Option(help: "Log every N steps to metrics.jsonl and the console.") var logEvery: Int = 50
+    @Flag(help: "Round pixels to 0/1 (Keras BCE tutorial).") var binarize = false
+    @Option(name: .customLong("init"), help: "Initialisation: torch or glorot (default: the preset's).") var initScheme: InitScheme?
+    @Option(help: "Input noise for denoising: gaussian:STD, speckle:STD, salt-pepper:P, mask:P.") var noise: String?
+    @Option(help: "sparse-l1 λ / sparse-kl weight.") var sparsityWeight: Float?
+    @Option(help: "sparse-kl target activation ρ.") var sparsityTarget: Float?
+    @Option(help: "contractive λ.") var contractiveWeight: Float?
+    @Option(help: "VAE β on the KL term.") var beta: Float?
+    @Option(help: "Also checkpoint every N steps (0: epoch ends only).") var checkpointEvery: Int = 0
+    @Option(help: "Keep the newest N checkpoints.") var keep: Int = 3
+    @Option(help: "Resume: auto (newest valid checkpoint in --out, else fresh) or a checkpoint path.") var resume: String?
+    @Option(help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
+    @Option(help: "Abort the job when a collective is pending longer than SEC seconds (0 disables).") var collectiveTimeout: Double = 300
+    @Option(help: "On a non-finite loss or gradient: stop or skip the step.") var onNan: OnNaN = .stop
+    @Option(help: "On a failed checkpoint write: stop or continue.") var onCheckpointError: OnCheckpointError = .stop
+    @Flag(help: "Do not write OUT/report/.") var noReport = false
+    @Flag(help: "Rewrite OUT/report/ after every epoch.") var reportEveryEpoch = false
+
+    func resolve(normalClass: Int? = nil) throws -> TrainConfig {
+        var spec: ModelSpec
+        if let enc = encoder {
+            let widths = try enc.split(separator: ",").map { s -> Int in
+                guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v > 0 else {
+                    throw AETError.usage("--encoder \(enc): expected positive widths like 256,64")
+                }
+                return v
+            }
+            guard let l = latent, l > 0 else { throw AETError.usage("--encoder needs --latent N (positive)") }
+            spec = ModelSpec.custom(hidden: widths, latent: l, activation: activation)
+        } else if model == "custom" {
+            throw AETError.usage("--model custom needs --encoder W1,W2,... and --latent N")
+        } else {
+            guard let p = ModelSpec.preset(model) else {
+                throw AETError.usage("--model \(model): unknown model (available: \(ModelSpec.presets.map(\.name).joined(separator: ", ")))")
+            }
+            spec = p
+            if let l = latent {
+                guard l > 0 else { throw AETError.usage("--latent \(l): must be positive") }
+                spec = try spec.withLatent(l)
+            }
+        }
+        var c = TrainConfig(model: spec)
+        c.dataset = dataset
+        c.dataDir = try DataSource.resolve(dataset, dataDir: dataDir)
+        c.objective.loss = loss ?? spec.defaultLoss
+        if let v = sparsityWeight { c.objective.sparsityWeight = v }
+        if let v = sparsityTarget {
+            guard v > 0 && v < 1 else { throw AETError.usage("--sparsity-target \(v): must be in (0, 1)") }
+            c.objective.sparsityTarget = v
+        }
+        if let v = contractiveWeight { c.objective.contractiveWeight = v }
+        if let v = beta { c.objective.beta = v }
+        c.adam.lr = lr
+        c.adam.weightDecay = weightDecay
+        c.adam.decoupled = adamw
+        c.adam.beta1 = beta1
+        c.adam.beta2 = beta2
+        c.adam.eps = eps
+        c.initScheme = initScheme ?? spec.defaultInit
+        c.epochs = epochs
+        c.maxSteps = maxSteps
+        c.batchSize = batchSize
+        c.seed = seed
+        c.trainLimit = trainLimit
+        c.testLimit = testLimit
+        c.out = out
+        c.logEvery = logEvery
+        c.binarize = binarize
+        if let n = noise ?? spec.defaultNoise { c.noise = try NoiseSpec(parsing: n) }
+        c.checkpointEvery = checkpointEvery
+        c.keep = keep
+        c.resume = resume
+        c.checkSync = checkSync
+        c.collectiveTimeout = collectiveTimeout
+        c.onNaN = onNan
+        c.onCheckpointError = onCheckpointError
+        c.report = !noReport
+        c.reportEveryEpoch = reportEveryEpoch
+        c.normalClass = normalClass
+        return c
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train a model (the default subcommand).")
+    @OptionGroup var options: TrainOptions
+
+    func run() throws {
+        let opts = options
+        Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
+            let config = try comm.collectively("reading the configuration") { try opts.resolve() }!
+            try Session.train(config, comm: comm)
+        }
+    }
 }
 
 struct Models: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the model presets.")
+    static let configuration = CommandConfiguration(abstract: "List the model presets with their parameter counts.")
     func run() throws {
-        for m in ModelSpec.presets { print(m.name, m.summary) }
+        print("name          params   loss  description")
+        for m in ModelSpec.presets {
+            let count = (try? Autoencoder(spec: m, objective: Objective(), maxBatch: 1).parameterCount).map(String.init) ?? "n/a"
+            print(m.name.padding(toLength: 12, withPad: " ", startingAt: 0),
+                  count.leftPad(8), m.defaultLoss.rawValue.padding(toLength: 5, withPad: " ", startingAt: 0), m.summary)
+        }
     }
+}
+
+struct Fetch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Download a dataset's four IDX files, verify their SHA-256, write them atomically.")
+    @Argument(help: "mnist or fashion-mnist") var dataset: DatasetName
+    @Option(help: "Destination folder (default: ./data/<dataset>).") var dataDir: String?
+    @Option(help: "Mirror URL prefix to download from instead of the public mirror (file:// works).") var mirror: String?
+
+    func run() throws {
+        let dir = dataDir ?? "./data/\(dataset.rawValue)"
+        try DataSource.fetch(dataset, into: dir, mirror: mirror) { printError($0) }
+        print(dir)
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
 }

@@ -1,0 +1,58 @@
+import Foundation
+
+/// Adam hyperparameters, with PyTorch's names and defaults.
+public struct AdamConfig: Codable, Equatable, Sendable {
+    public var lr: Float = 1e-3
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var eps: Float = 1e-8
+    public var weightDecay: Float = 0
+    /// AdamW: decoupled weight decay (p ← p·(1 − lr·wd)) instead of L2 added to the gradient.
+    public var decoupled: Bool = false
+    public init() {}
+}
+
+/// Adam exactly as torch.optim.Adam / AdamW (single-tensor path), as one pass over the flat
+/// parameter, gradient and moment buffers.
+public final class Adam {
+    public var config: AdamConfig
+    public let count: Int
+    /// First and second moments (PyTorch exp_avg, exp_avg_sq), same layout as the parameters.
+    public let m: FloatBuffer
+    public let v: FloatBuffer
+    /// Steps taken (PyTorch state["step"]).
+    public var step: Int = 0
+
+    public init(count: Int, config: AdamConfig) {
+        self.count = count
+        self.config = config
+        m = FloatBuffer(count)
+        v = FloatBuffer(count)
+    }
+
+    /// One update of `params` from `grads` (the first `count` entries).
+    public func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>) {
+        step += 1
+        let c = config
+        let t = Float(step)
+        let bc1 = 1 - powf(c.beta1, t)
+        let bc2 = 1 - powf(c.beta2, t)
+        let stepSize = c.lr / bc1
+        let bc2Sqrt = bc2.squareRoot()
+        let oneMinusB1 = 1 - c.beta1, b2 = c.beta2, oneMinusB2 = 1 - c.beta2, eps = c.eps
+        let l2: Float = c.decoupled ? 0 : c.weightDecay
+        let shrink: Float = c.decoupled ? 1 - c.lr * c.weightDecay : 1
+        let m = self.m.pointer, v = self.v.pointer
+        for i in 0..<count {
+            var p = params[i] * shrink
+            let g = grads[i] + l2 * p
+            let mi = m[i] + oneMinusB1 * (g - m[i])          // exp_avg.lerp_(grad, 1 - beta1)
+            let vi = v[i] * b2 + oneMinusB2 * g * g          // exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)
+            m[i] = mi
+            v[i] = vi
+            let denom = vi.squareRoot() / bc2Sqrt + eps
+            p -= stepSize * mi / denom
+            params[i] = p
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+
+public let aetrainVersion = "0.1.0"
+
+/// JSON helpers for metrics.jsonl and summary.json (keys sorted, numbers as JSON numbers).
+public enum JSON {
+    public static func encode(_ obj: [String: Any], pretty: Bool = false) -> String {
+        let opts: JSONSerialization.WritingOptions = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        let clean = obj.mapValues(sanitize)
+        let data = try! JSONSerialization.data(withJSONObject: clean, options: opts)
+        return String(data: data, encoding: .utf8)!
+    }
+
+    /// Non-finite numbers become null (JSON has no NaN).
+    static func sanitize(_ v: Any) -> Any {
+        if let d = v as? Double { return d.isFinite ? d : NSNull() }
+        if let f = v as? Float { return f.isFinite ? Double(f) : NSNull() }
+        if let dict = v as? [String: Any] { return dict.mapValues(sanitize) }
+        if let arr = v as? [Any] { return arr.map(sanitize) }
+        return v
+    }
+
+    public static func parseObject(_ s: String) -> [String: Any]? {
+        guard let d = s.data(using: .utf8) else { return nil }
+        return (try? JSONSerialization.jsonObject(with: d)) as? [String: Any]
+    }
+}
+
+/// Appends JSON Lines to OUT/metrics.jsonl (rank 0 only), flushed at every line so a crash
+/// loses nothing already reported.
+public final class MetricsWriter {
+    let handle: FileHandle
+    public let path: String
+
+    /// `keepUpToStep`: on resume, keep only the lines up to the checkpoint's step.
+    public init(path: String, keepUpToStep: Int?) throws {
+        self.path = path
+        let fm = FileManager.default
+        var kept = ""
+        if let limit = keepUpToStep, let old = try? String(contentsOfFile: path, encoding: .utf8) {
+            for line in old.split(separator: "\n") {
+                if let obj = JSON.parseObject(String(line)), let s = obj["step"] as? Int, s <= limit {
+                    kept += line + "\n"
+                }
+            }
+        }
+        try AtomicFile.write(kept.data(using: .utf8)!, to: URL(fileURLWithPath: path))
+        _ = fm
+        guard let h = FileHandle(forWritingAtPath: path) else {
+            throw AETError.io("\(path): cannot open for writing")
+        }
+        h.seekToEndOfFile()
+        handle = h
+    }
+
+    public func write(_ obj: [String: Any]) {
+        handle.write((JSON.encode(obj) + "\n").data(using: .utf8)!)
+    }
+
+    public func close() { try? handle.close() }
+}
+
+/// Progress on stderr: a bar when stderr is a TTY, plain periodic lines otherwise (cluster logs).
+public struct Progress {
+    public let tty: Bool = isatty(2) != 0
+
+    public func update(epoch: Int, epochs: Int, batch: Int, batches: Int, step: Int, loss: Double, rate: Double) {
+        if tty {
+            let width = 30
+            let frac = Double(batch) / Double(max(batches, 1))
+            let filled = Int(frac * Double(width))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+            let line = String(format: "\repoch %d/%d %@ %3.0f%% step %d loss %.5f %.0f samples/s ",
+                              epoch, epochs, bar, frac * 100, step, loss, rate)
+            FileHandle.standardError.write(line.data(using: .utf8)!)
+        } else {
+            printError(String(format: "epoch %d/%d step %d loss %.6f samples/s %.0f", epoch, epochs, step, loss, rate))
+        }
+    }
+
+    public func endLine() {
+        if tty { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+    }
+}

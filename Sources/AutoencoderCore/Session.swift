@@ -1,0 +1,168 @@
+import Foundation
+
+/// Process-level plumbing shared by every subcommand: the communicator, thread policy, signals,
+/// and turning errors into one line and an exit code on every rank.
+public enum Session {
+    /// Runs `body` with the right communicator and never returns. Rank 0 alone prints progress;
+    /// other ranks print only errors, prefixed `rank N:`.
+    public static func run(collectiveTimeout: Double = 300, _ body: (Communicator) throws -> Void) -> Never {
+        let comm: Communicator
+        if MPICommunicator.launchedByMPI() {
+            let m = MPICommunicator()
+            m.startWatchdog(timeout: collectiveTimeout)
+            comm = m
+        } else {
+            comm = LocalCommunicator()
+        }
+        Threads.configure(worldSize: comm.size)
+        Signals.install()
+        do {
+            try body(comm)
+            comm.finalize()
+            exit(0)
+        } catch let e as AETError {
+            printError((comm.rank == 0 ? "" : "rank \(comm.rank): ") + "error: " + e.message)
+            if e.allRanks || comm.size == 1 {
+                comm.finalize()
+                exit(e.exitCode)
+            }
+            comm.abort(code: e.exitCode)
+        } catch {
+            printError((comm.rank == 0 ? "" : "rank \(comm.rank): ") + "error: \(error)")
+            comm.abort(code: ExitCode.failure)
+        }
+    }
+
+    /// Checks that every rank resolved the same configuration (hash compared with rank 0's).
+    public static func checkSameConfig(_ config: TrainConfig, comm: Communicator) throws {
+        guard comm.size > 1 else { return }
+        var h = Array(config.hash.utf8)
+        let mine = h
+        comm.broadcast(&h, root: 0, what: "config check")
+        let err: AETError? = h == mine ? nil
+            : AETError("configuration differs from rank 0's (config hash \(String(decoding: mine.prefix(12), as: UTF8.self)) vs \(String(decoding: h.prefix(12), as: UTF8.self))); every rank must get the same flags", exitCode: ExitCode.distributed)
+        try comm.agree(err, what: "config check")
+    }
+
+    /// Warns (or, under --strict launch checks, fails) when the MPI world size disagrees with the
+    /// scheduler's task count: the classic "N single-rank jobs instead of one N-rank job".
+    public static func launchCheck(comm: Communicator, env: [String: String] = ProcessInfo.processInfo.environment) throws {
+        var expected: (String, Int)? = nil
+        if let s = env["SLURM_NTASKS"].flatMap(Int.init) { expected = ("SLURM_NTASKS", s) }
+        else if let s = env["PBS_NP"].flatMap(Int.init) { expected = ("PBS_NP", s) }
+        guard let (name, n) = expected, n != comm.size else { return }
+        let msg = "MPI world size is \(comm.size) but \(name)=\(n): the ranks did not join one job (start with srun --mpi=pmix or mpirun inside the allocation, not N separate processes), or the task count is wrong"
+        throw AETError(msg, exitCode: ExitCode.distributed, allRanks: true)
+    }
+
+    /// The full `aetrain train` flow. Returns the summary (also written to OUT/summary.json).
+    @discardableResult
+    public static func train(_ config: TrainConfig, comm: Communicator,
+                             afterRun: ((Trainer, inout [String: Any]) throws -> Void)? = nil) throws -> [String: Any] {
+        try checkSameConfig(config, comm: comm)
+        try launchCheck(comm: comm)
+        try comm.agree(catching { try config.validate(worldSize: comm.size) }, what: "config validation")
+        if comm.isRoot { printError("aetrain \(aetrainVersion): \(config.model.name) on \(config.dataset.rawValue), \(comm.size) rank(s), global batch \(config.batchSize), BLAS threads \(Threads.blasThreads)") }
+        // Output directory (rank 0 writes everything).
+        try comm.agree(comm.isRoot ? catching { try prepareOut(config.out) } : nil, what: "output directory check")
+        // Data: every rank holds the UInt8 images once.
+        let data: (Dataset, Dataset)? = try comm.collectively("data loading") {
+            var train = try IDX.load(dir: config.dataDir, split: .train, limit: config.trainLimit, name: config.dataset.rawValue)
+            var test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
+            if let c = config.normalClass {
+                train = train.filtered { Int($0) == c }
+                test = test  // anomaly scoring uses every test class
+            }
+            return (train, test)
+        }
+        let (train, test) = data!
+        let trainer = try Trainer(config: config, comm: comm, train: train, test: test)
+        trainer.checkpoints = Checkpointer(config: config)
+        // Resume (rank 0 reads, validates and broadcasts) or fresh start.
+        var resumedStep: Int? = nil
+        if let r = config.resume {
+            let loaded: Checkpoint.Loaded?? = try comm.collectively("resume") {
+                guard comm.isRoot else { return nil }
+                let c: Checkpoint.Loaded?
+                if r == "auto" {
+                    c = Checkpointer.findLatestValid(out: config.out, report: printError)
+                    if c == nil { printError("resume auto: no valid checkpoint in \(config.out)/checkpoints; starting fresh") }
+                } else {
+                    c = try Checkpoint.read(r)
+                }
+                if let c {
+                    try compatible(c, with: config)
+                    try Checkpoint.restore(c, into: trainer.model, adam: trainer.adam)
+                    trainer.position = c.position
+                    printError("resuming from \(c.file.path) at step \(c.position.step) (epoch \(c.position.epoch + 1), batch \(c.position.batchInEpoch))")
+                }
+                return c
+            }
+            var flag = [((loaded ?? nil) != nil) ? 1.0 : 0.0]
+            comm.broadcastDoubles(&flag, root: 0, what: "resume broadcast")
+            if flag[0] == 1 {
+                trainer.broadcastState()
+                resumedStep = trainer.position.step
+            } else {
+                trainer.initializeParameters()
+            }
+        } else {
+            trainer.initializeParameters()
+        }
+        try comm.agree(comm.isRoot ? catching { try trainer.openMetrics(resumedAt: resumedStep) } : nil, what: "opening metrics.jsonl")
+        var summary = try trainer.run()
+        if let resumedStep { summary["resumed_from_step"] = resumedStep }
+        if let p = trainer.checkpoints?.lastPath { summary["checkpoint"] = p }
+        try afterRun?(trainer, &summary)
+        if comm.isRoot {
+            try comm.agree(catching { try writeSummary(summary, out: config.out) }, what: "writing summary.json")
+            printError(String(format: "done: %d steps, test MSE %.6f, test BCE %.6f, %.0f samples/s; outputs in %@",
+                              summary["steps"] as! Int, summary["test_mse"] as! Double, summary["test_bce"] as! Double,
+                              summary["samples_per_second"] as! Double, config.out))
+        } else {
+            try comm.agree(nil, what: "writing summary.json")
+        }
+        return summary
+    }
+
+    public static func writeSummary(_ summary: [String: Any], out: String) throws {
+        let url = URL(fileURLWithPath: out).appendingPathComponent("summary.json")
+        try AtomicFile.write((JSON.encode(summary, pretty: true) + "\n").data(using: .utf8)!, to: url)
+    }
+
+    /// A resume may change epochs, learning rate and the like, but not what the tensors mean.
+    static func compatible(_ c: Checkpoint.Loaded, with config: TrainConfig) throws {
+        let path = c.file.path
+        if c.config.model != config.model {
+            throw AETError.data("\(path): checkpoint is for model \(c.config.model.name), this run is \(config.model.name) (incompatible; use another --out or drop --resume)")
+        }
+        if c.config.dataset != config.dataset {
+            throw AETError.data("\(path): checkpoint was trained on \(c.config.dataset.rawValue), this run uses \(config.dataset.rawValue)")
+        }
+        if c.config.batchSize != config.batchSize || c.config.seed != config.seed || c.config.trainLimit != config.trainLimit {
+            printError("warning: resuming with a different --batch-size, --seed or --train-limit; the data order will not continue the original run")
+        }
+    }
+
+    /// Creates OUT and checks that it is a writable directory.
+    public static func prepareOut(_ out: String) throws {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: out, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw AETError.io("--out \(out): exists and is not a directory") }
+        } else {
+            do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
+                throw AETError.io("--out \(out): cannot create directory: \(error.localizedDescription)")
+            }
+        }
+        let probe = (out as NSString).appendingPathComponent(".aetrain-write-test-\(getpid())")
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        if fd < 0 { throw AETError.io("--out \(out): not writable: \(String(cString: strerror(errno)))") }
+        close(fd)
+        unlink(probe)
+    }
+
+    static func catching(_ body: () throws -> Void) -> AETError? {
+        do { try body(); return nil } catch let e as AETError { return e } catch { return AETError("\(error)") }
+    }
+}

@@ -1,0 +1,263 @@
+import Foundation
+
+/// Where a run stands: what a checkpoint records so that a resume continues the same sequence.
+public struct RunPosition: Codable, Equatable, Sendable {
+    /// Epoch in progress (0-based) and the next global batch within it.
+    public var epoch = 0
+    public var batchInEpoch = 0
+    /// Optimiser steps taken.
+    public var step = 0
+    public init() {}
+}
+
+/// Data-parallel training. Every rank runs this same loop on its slice of each global batch:
+///
+///     data slice → forward → zero grads → backward → all-reduce(one flat buffer) → Adam → rank 0 writes
+///
+/// The global batch sequence depends only on the seed, so any world size takes the same steps
+/// (up to float summation order), and so does a resumed run.
+public final class Trainer {
+    public let config: TrainConfig
+    public let comm: Communicator
+    public let model: Autoencoder
+    public let adam: Adam
+    public let trainSet: Dataset
+    public let testSet: Dataset
+    let trainLoader: BatchLoader
+    let testLoader: BatchLoader
+    public var position = RunPosition()
+    var metrics: MetricsWriter?
+    let progress = Progress()
+    public private(set) var lossHistory: [(step: Int, loss: Double)] = []
+    public private(set) var testHistory: [(step: Int, mse: Double)] = []
+    public var checkpoints: Checkpointer?
+    /// Called on rank 0 after each epoch evaluation (report-every-epoch).
+    public var onEpochEnd: ((Trainer) throws -> Void)?
+
+    public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset) throws {
+        self.config = config
+        self.comm = comm
+        trainSet = train
+        testSet = test
+        let perRank = (config.batchSize + comm.size - 1) / comm.size
+        model = try Autoencoder(spec: config.model, objective: config.objective, maxBatch: perRank)
+        adam = Adam(count: model.parameterCount, config: config.adam)
+        trainLoader = BatchLoader(train, binarize: config.binarize)
+        testLoader = BatchLoader(test, binarize: config.binarize)
+    }
+
+    var outURL: URL { URL(fileURLWithPath: config.out) }
+
+    /// Fresh parameters: rank 0 initialises and broadcasts (hvd.broadcast_parameters).
+    public func initializeParameters() {
+        if comm.isRoot { model.initialize(config.initScheme, seed: config.seed) }
+        comm.broadcast(model.params.pointer, bytes: model.parameterCount * 4, root: 0, what: "parameter broadcast")
+    }
+
+    /// Broadcasts parameters, Adam moments and the position from rank 0 (after a resume).
+    public func broadcastState() {
+        let P = model.parameterCount
+        comm.broadcast(model.params.pointer, bytes: P * 4, root: 0, what: "parameter broadcast")
+        comm.broadcast(adam.m.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
+        comm.broadcast(adam.v.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
+        var pos = [Double(position.epoch), Double(position.batchInEpoch), Double(position.step), Double(adam.step)]
+        comm.broadcastDoubles(&pos, root: 0, what: "position broadcast")
+        position.epoch = Int(pos[0]); position.batchInEpoch = Int(pos[1]); position.step = Int(pos[2])
+        adam.step = Int(pos[3])
+    }
+
+    public func openMetrics(resumedAt step: Int?) throws {
+        guard comm.isRoot else { return }
+        metrics = try MetricsWriter(path: outURL.appendingPathComponent("metrics.jsonl").path, keepUpToStep: step)
+    }
+
+    public var batchesPerEpoch: Int { (trainSet.count + config.batchSize - 1) / config.batchSize }
+
+    /// Rank r's contiguous part [lo, hi) of a global batch of `count` samples.
+    @inline(__always) public static func slice(rank: Int, size: Int, count: Int) -> (Int, Int) {
+        (rank * count / size, (rank + 1) * count / size)
+    }
+
+    /// Trains to the configured epochs / max steps. Returns the summary (on every rank).
+    public func run() throws -> [String: Any] {
+        let wallStart = now()
+        let N = trainSet.count, B = config.batchSize, W = comm.size, r = comm.rank
+        let P = model.parameterCount
+        let maxSteps = config.maxSteps ?? Int.max
+        let perBatch = batchesPerEpoch
+        var trainTime = 0.0, trainSamples = 0
+        var logTime = 0.0, logSamples = 0
+        var epochLossSum = 0.0, epochCount = 0.0
+        var lastEval: (mse: Double, bce: Double, pen: Double)? = nil
+        var lastEvalStep = -1
+        let g = model.grads.pointer
+        var perm: [Int32] = []
+        var permEpoch = -1
+
+        while position.epoch < config.epochs && position.step < maxSteps {
+            if permEpoch != position.epoch {
+                perm = Streams.permutation(n: N, seed: config.seed, epoch: position.epoch)
+                permEpoch = position.epoch
+                epochLossSum = 0; epochCount = 0
+            }
+            while position.batchInEpoch < perBatch && position.step < maxSteps {
+                let t0 = now()
+                let step = position.step
+                let gStart = position.batchInEpoch * B
+                let gCount = min(B, N - gStart)
+                let (lo, hi) = Trainer.slice(rank: r, size: W, count: gCount)
+                let n = hi - lo
+                perm.withUnsafeBufferPointer { p in
+                    trainLoader.fill(model.target.pointer, indices: UnsafeBufferPointer(rebasing: p[(gStart + lo)..<(gStart + hi)]))
+                }
+                if let noise = config.noise {
+                    noise.apply(clean: model.target.pointer, noisy: model.input.pointer, count: n, dim: model.inputDim,
+                                seed: config.seed, key: step, firstIndex: gStart + lo)
+                    model.corrupted = true
+                } else {
+                    model.corrupted = false
+                }
+                model.zeroGrads()
+                model.forward(n, noise: (config.seed, step, gStart + lo))
+                comm.currentStep = step + 1
+                if model.needsBatchStatistics {
+                    model.accumulateCodeStatistics(n)
+                    comm.allreduceSum(model.codeStats.pointer, count: model.latent, what: "code statistics all-reduce")
+                }
+                let sums = model.backward(n, globalCount: gCount, batchTerms: r == 0)
+                // Extra slots ride along in the one gradient all-reduce.
+                g[P] = Float(sums.loss); g[P + 1] = Float(n); g[P + 2] = Float(sums.recon)
+                g[P + 3] = Float(sums.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
+                g[P + 5] = 0; g[P + 6] = 0; g[P + 7] = 0
+                comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
+                let count = Double(g[P + 1])
+                let loss = Double(g[P]) / count
+                if !(loss.isFinite && Trainer.allFinite(g, P)) {
+                    if config.onNaN == .stop {
+                        throw AETError("non-finite loss or gradient at step \(step + 1) (epoch \(position.epoch + 1)); lower --lr, or pass --on-nan skip", exitCode: ExitCode.nonFinite, allRanks: true)
+                    }
+                    if comm.isRoot { printError("warning: non-finite loss or gradient at step \(step + 1); step skipped (--on-nan skip)") }
+                } else {
+                    adam.update(params: model.params.pointer, grads: g)
+                    epochLossSum += Double(g[P]); epochCount += count
+                }
+                position.step += 1
+                position.batchInEpoch += 1
+                let dt = now() - t0
+                trainTime += dt; trainSamples += gCount
+                logTime += dt; logSamples += gCount
+                if comm.isRoot && (position.step % config.logEvery == 0 || position.batchInEpoch == perBatch || position.step == maxSteps) {
+                    let rate = Double(logSamples) / max(logTime, 1e-9)
+                    var line: [String: Any] = ["step": position.step, "epoch": position.epoch + 1, "loss": loss,
+                                               "samples_per_second": rate, "samples": Int(count)]
+                    if config.model.variational {
+                        line["recon"] = Double(g[P + 2]) / count
+                        line["kl"] = Double(g[P + 3]) / count
+                    } else if config.model.penalty != .none {
+                        line["recon"] = Double(g[P + 2]) / count
+                        line["penalty"] = Double(g[P + 3]) / count
+                    }
+                    metrics?.write(line)
+                    lossHistory.append((position.step, loss))
+                    progress.update(epoch: position.epoch + 1, epochs: config.epochs, batch: position.batchInEpoch,
+                                    batches: perBatch, step: position.step, loss: loss, rate: rate)
+                    logTime = 0; logSamples = 0
+                }
+                if g[P + 4] > 0 {
+                    progress.endLine()
+                    let sig = Signals.pending
+                    try checkpoints?.save(self, reason: "preempt")
+                    throw AETError("stopped by \(sig != 0 ? Signals.name(sig) : "a signal on another rank") at step \(position.step); checkpoint written, continue with --resume auto",
+                                   exitCode: ExitCode.preempted, allRanks: true)
+                }
+                if config.checkSync > 0 && position.step % config.checkSync == 0 { try checkSync() }
+                if config.checkpointEvery > 0 && position.step % config.checkpointEvery == 0 && position.batchInEpoch < perBatch {
+                    try checkpoints?.save(self, reason: "step")
+                }
+            }
+            if position.batchInEpoch == perBatch {
+                progress.endLine()
+                let e = evaluate(testSet, testLoader)
+                lastEval = e; lastEvalStep = position.step
+                position.epoch += 1
+                position.batchInEpoch = 0
+                if comm.isRoot {
+                    var line: [String: Any] = ["epoch": position.epoch, "step": position.step, "test_mse": e.mse, "test_bce": e.bce,
+                                               "train_loss": epochCount > 0 ? epochLossSum / epochCount : Double.nan]
+                    if config.model.variational { line["test_kl"] = e.pen }
+                    metrics?.write(line)
+                    testHistory.append((position.step, e.mse))
+                    printError(String(format: "epoch %d: train loss %.6f  test MSE %.6f  test BCE %.6f",
+                                      position.epoch, epochCount > 0 ? epochLossSum / epochCount : .nan, e.mse, e.bce))
+                }
+                try checkpoints?.save(self, reason: "epoch")
+                if comm.isRoot { try onEpochEnd?(self) }
+            }
+        }
+        progress.endLine()
+        if lastEvalStep != position.step || lastEval == nil {
+            let e = evaluate(testSet, testLoader)
+            lastEval = e
+            if comm.isRoot {
+                var line: [String: Any] = ["epoch": position.epoch + (position.batchInEpoch > 0 ? 1 : 0), "step": position.step,
+                                           "test_mse": e.mse, "test_bce": e.bce]
+                if config.model.variational { line["test_kl"] = e.pen }
+                metrics?.write(line)
+                testHistory.append((position.step, e.mse))
+            }
+        }
+        metrics?.close()
+        let e = lastEval!
+        var summary: [String: Any] = [
+            "model": config.model.name, "dataset": config.dataset.rawValue, "world_size": W,
+            "epochs": config.epochs, "epochs_completed": position.epoch, "steps": position.step,
+            "global_batch_size": B, "param_count": P,
+            "train_loss": epochCount > 0 ? epochLossSum / epochCount : Double.nan,
+            "test_mse": e.mse, "test_bce": e.bce,
+            "samples_per_second": trainSamples > 0 ? Double(trainSamples) / trainTime : 0,
+            "train_seconds": trainTime, "wall_seconds": now() - wallStart,
+            "train_samples": trainSamples, "train_set_size": N, "test_set_size": testSet.count,
+            "blas_threads": Threads.blasThreads, "aetrain_version": aetrainVersion,
+            "loss": config.objective.loss.rawValue, "latent": model.latent,
+        ]
+        if config.model.variational { summary["test_kl"] = e.pen }
+        if config.model.penalty != .none { summary["penalty"] = config.model.penalty.rawValue }
+        if let nz = config.noise { summary["noise"] = nz.description }
+        return summary
+    }
+
+    public func evaluate(_ ds: Dataset, _ loader: BatchLoader) -> (mse: Double, bce: Double, pen: Double) {
+        Evaluator.evaluate(model: model, loader: loader, comm: comm)
+    }
+
+    static func allFinite(_ g: UnsafePointer<Float>, _ n: Int) -> Bool {
+        var s: Float = 0
+        for i in 0..<n { s += g[i] * 0 }  // NaN·0 and Inf·0 are NaN; finite·0 is 0
+        return s == 0
+    }
+
+    /// FNV-1a over the parameter bytes, folded to 52 bits so it travels exactly as a Double.
+    public func parameterChecksum() -> Double {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        let bytes = UnsafeRawPointer(model.params.pointer).assumingMemoryBound(to: UInt8.self)
+        for i in 0..<(model.parameterCount * 4) {
+            h ^= UInt64(bytes[i])
+            h = h &* 0x100_0000_01b3
+        }
+        return Double(h & ((1 << 52) - 1))
+    }
+
+    /// --check-sync: compares the parameter checksum across ranks; stops on drift.
+    func checkSync() throws {
+        if let s = ProcessInfo.processInfo.environment["AETRAIN_TEST_PERTURB"], // test hook "rank:step"
+           s == "\(comm.rank):\(position.step)" {
+            model.params[0] += 1e-3
+        }
+        let c = parameterChecksum()
+        var v = [c, -c]
+        comm.allreduceMax(&v, count: 2, what: "check-sync all-reduce")
+        if v[0] != -v[1] {
+            throw AETError("--check-sync: parameters differ between ranks at step \(position.step)", exitCode: ExitCode.distributed, allRanks: true)
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import ArgumentParser
+import AutoencoderCore
+import Foundation
+
+/// Options for commands that read a checkpoint and a split.
+struct CheckpointData: ParsableArguments {
+    @Option(help: "Checkpoint (.safetensors) written by aetrain train.") var checkpoint: String
+    @Option(help: "Dataset (default: the checkpoint's).") var dataset: DatasetName?
+    @Option(help: "Folder holding the four IDX files.") var dataDir: String?
+    @Option(help: "Split: test or train.") var split: Split = .test
+    @Option(help: "Use only the first N images of the split.") var limit: Int?
+
+    func load(_ c: Checkpoint.Loaded) throws -> Dataset {
+        if let l = limit, l <= 0 { throw AETError.usage("--limit \(l): must be positive") }
+        let ds = dataset ?? c.config.dataset
+        let dir = try DataSource.resolve(ds, dataDir: dataDir ?? (ds == c.config.dataset && FileManager.default.fileExists(atPath: c.config.dataDir) && dataDir == nil ? c.config.dataDir : nil))
+        return try IDX.load(dir: dir, split: split, limit: limit, name: ds.rawValue)
+    }
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reconstruction MSE and BCE of a checkpoint on a split (shared across ranks under mpirun).")
+    @OptionGroup var data: CheckpointData
+
+    func run() throws {
+        let d = data
+        Session.run { comm in
+            let loaded: (Checkpoint.Loaded, Autoencoder, Dataset)? = try comm.collectively("loading") {
+                let (c, m) = try Checkpoint.loadModel(d.checkpoint)
+                return (c, m, try d.load(c))
+            }
+            let (c, model, ds) = loaded!
+            let e = Evaluator.evaluate(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), comm: comm)
+            if comm.isRoot {
+                var obj: [String: Any] = ["checkpoint": d.checkpoint, "model": c.config.model.name, "dataset": ds.name,
+                                          "split": d.split.rawValue, "count": ds.count, "mse": e.mse, "bce": e.bce,
+                                          "step": c.position.step, "world_size": comm.size]
+                if c.config.model.variational { obj["kl"] = e.pen }
+                print(JSON.encode(obj))
+            }
+        }
+    }
+}
+
+struct Encode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the latent codes (μ for the VAE) of a split as .npy (N, latent), labels beside it.")
+    @OptionGroup var data: CheckpointData
+    @Option(help: "Output .npy file; labels go to <name>.labels.npy.") var output: String
+
+    func run() throws {
+        let d = data, out = output
+        Session.run { comm in
+            try comm.collectively("encode") {
+                guard comm.isRoot else { return }
+                let (c, model) = try Checkpoint.loadModel(d.checkpoint)
+                let ds = try d.load(c)
+                let codes = Evaluator.encode(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), count: ds.count)
+                try codes.withUnsafeBufferPointer {
+                    try NPY.write(floats: $0, shape: [ds.count, model.latent], to: URL(fileURLWithPath: out))
+                }
+                let lp = labelsPath(out)
+                try NPY.write(uint8: ds.labels, shape: [ds.count], to: URL(fileURLWithPath: lp))
+                printError("wrote \(out) (\(ds.count) × \(model.latent)) and \(lp)")
+            }
+        }
+    }
+}
+
+func labelsPath(_ out: String) -> String {
+    (out.hasSuffix(".npy") ? String(out.dropLast(4)) : out) + ".labels.npy"
+}
+
+struct Reconstruct: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write reconstructions of a split as .npy float32 (N, 28, 28).")
+    @OptionGroup var data: CheckpointData
+    @Option(help: "Output .npy file.") var output: String
+
+    func run() throws {
+        let d = data, out = output
+        Session.run { comm in
+            try comm.collectively("reconstruct") {
+                guard comm.isRoot else { return }
+                let (c, model) = try Checkpoint.loadModel(d.checkpoint)
+                let ds = try d.load(c)
+                let r = Evaluator.reconstruct(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), count: ds.count)
+                try r.output.withUnsafeBufferPointer {
+                    try NPY.write(floats: $0, shape: [ds.count, 28, 28], to: URL(fileURLWithPath: out))
+                }
+                printError("wrote \(out) (\(ds.count) × 28 × 28)")
+            }
+        }
+    }
+}
+
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a checkpoint's metadata and tensor table (validates it).")
+    @Argument(help: "Checkpoint file.") var checkpoint: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let c = try Checkpoint.read(checkpoint)
+        let f = c.file
+        let meta = f.metadata
+        if json {
+            let tensors: [[String: Any]] = f.tensors.map { ["name": $0.name, "dtype": $0.dtype, "shape": $0.shape,
+                                                             "data_offsets": [$0.begin, $0.end]] }
+            print(JSON.encode(["path": checkpoint, "metadata": meta, "tensors": tensors], pretty: true))
+            return
+        }
+        print("checkpoint \(checkpoint)")
+        for k in meta.keys.sorted() where k != "config" { print("  \(k): \(meta[k]!)") }
+        print("  config: \(meta["config"] ?? "")")
+        print("tensors:")
+        for t in f.tensors {
+            print("  " + t.name.padding(toLength: 44, withPad: " ", startingAt: 0) + " " + t.dtype + " "
+                  + "[" + t.shape.map(String.init).joined(separator: ", ") + "]")
+        }
+    }
+}
