@@ -22,15 +22,19 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        // Element-wise kernels, vectorised by clang (libmvec for expf/log1pf), dispatched per CPU.
+        .target(name: "CKernels",
+                cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-fveclib=libmvec"])],
+                linkerSettings: [.linkedLibrary("mvec"), .linkedLibrary("m")]),
         .target(name: "AutoencoderCore",
-                dependencies: ["CBLAS", "CZlib", "CMPI", "COpenSSL"],
+                dependencies: ["CBLAS", "CZlib", "CMPI", "COpenSSL", "CKernels"],
                 swiftSettings: fast),
         .executableTarget(name: "aetrain",
                           dependencies: ["AutoencoderCore",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
         .testTarget(name: "AutoencoderCoreTests", dependencies: ["AutoencoderCore"]),
-        .testTarget(name: "aetrainTests", dependencies: ["AutoencoderCore"]),
+        .testTarget(name: "aetrainTests", dependencies: ["AutoencoderCore", "aetrain"]),
     ],
     swiftLanguageModes: [.v5]
 )

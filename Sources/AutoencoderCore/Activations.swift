@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Element-wise activations. Each layer applies its activation in place after the affine part
@@ -7,32 +8,26 @@ public enum Activation: String, Codable, CaseIterable, Sendable {
 
     public static let leakySlope: Float = 0.01  // torch.nn.LeakyReLU default
 
+    var kernelKind: Int32 {
+        switch self {
+        case .relu: return 0
+        case .leakyRelu: return 1
+        case .tanh: return 2
+        case .sigmoid: return 3
+        case .identity: return -1
+        }
+    }
+
     /// y = f(z), in place.
     @inline(__always)
     public func apply(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-        switch self {
-        case .identity: return
-        case .relu: for i in 0..<n { p[i] = max(p[i], 0) }
-        case .leakyRelu:
-            let a = Activation.leakySlope
-            for i in 0..<n { let v = p[i]; p[i] = v > 0 ? v : a * v }
-        case .tanh: for i in 0..<n { p[i] = Foundation.tanh(p[i]) }
-        case .sigmoid: for i in 0..<n { p[i] = logistic(p[i]) }
-        }
+        if self != .identity { aet_act_forward(p, n, kernelKind, Activation.leakySlope) }
     }
 
     /// dz = dy * f'(z), in place on dy, written from y = f(z).
     @inline(__always)
     public func backward(y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, _ n: Int) {
-        switch self {
-        case .identity: return
-        case .relu: for i in 0..<n { dy[i] = y[i] > 0 ? dy[i] : 0 }
-        case .leakyRelu:
-            let a = Activation.leakySlope
-            for i in 0..<n { dy[i] = y[i] > 0 ? dy[i] : a * dy[i] }
-        case .tanh: for i in 0..<n { dy[i] *= 1 - y[i] * y[i] }
-        case .sigmoid: for i in 0..<n { dy[i] *= y[i] * (1 - y[i]) }
-        }
+        if self != .identity { aet_act_backward(y, dy, n, kernelKind, Activation.leakySlope) }
     }
 
     /// The PyTorch module that follows a Linear/Conv in nn.Sequential, if any.

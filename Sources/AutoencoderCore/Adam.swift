@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Adam hyperparameters, with PyTorch's names and defaults.
@@ -42,17 +43,6 @@ public final class Adam {
         let oneMinusB1 = 1 - c.beta1, b2 = c.beta2, oneMinusB2 = 1 - c.beta2, eps = c.eps
         let l2: Float = c.decoupled ? 0 : c.weightDecay
         let shrink: Float = c.decoupled ? 1 - c.lr * c.weightDecay : 1
-        let m = self.m.pointer, v = self.v.pointer
-        for i in 0..<count {
-            var p = params[i] * shrink
-            let g = grads[i] + l2 * p
-            let mi = m[i] + oneMinusB1 * (g - m[i])          // exp_avg.lerp_(grad, 1 - beta1)
-            let vi = v[i] * b2 + oneMinusB2 * g * g          // exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2)
-            m[i] = mi
-            v[i] = vi
-            let denom = vi.squareRoot() / bc2Sqrt + eps
-            p -= stepSize * mi / denom
-            params[i] = p
-        }
+        aet_adam(params, grads, m.pointer, v.pointer, count, shrink, l2, oneMinusB1, b2, oneMinusB2, stepSize, bc2Sqrt, eps)
     }
 }

@@ -115,6 +115,8 @@ public final class Checkpointer {
     let policy: OnCheckpointError
     public private(set) var lastPath: String?
     public private(set) var lastSeconds: Double = 0
+    /// The step of the last save attempt (same on every rank).
+    public private(set) var lastStep: Int = -1
 
     public init(config: TrainConfig) {
         out = config.out
@@ -123,6 +125,7 @@ public final class Checkpointer {
     }
 
     public func save(_ t: Trainer, reason: String) throws {
+        lastStep = t.position.step
         var failure: AETError? = nil
         if t.comm.isRoot {
             let t0 = now()

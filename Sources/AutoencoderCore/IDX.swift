@@ -1,3 +1,4 @@
+import CKernels
 import CZlib
 import Foundation
 
@@ -202,23 +203,18 @@ final class GzFile {
 public struct BatchLoader {
     public let data: Dataset
     public let binarize: Bool
-    private let table: [Float]
 
     public init(_ data: Dataset, binarize: Bool) {
         self.data = data
         self.binarize = binarize
-        table = (0..<256).map { binarize ? (Float($0) / 255).rounded() : Float($0) / 255 }
     }
 
+    /// Gathers the images at `indices` into consecutive rows of `dst`.
     public func fill(_ dst: UnsafeMutablePointer<Float>, indices: UnsafeBufferPointer<Int32>) {
-        let d = data.dim
-        table.withUnsafeBufferPointer { t in
-            data.pixels.withUnsafeBufferPointer { px in
-                for (r, idx) in indices.enumerated() {
-                    let src = px.baseAddress! + Int(idx) * d
-                    let out = dst + r * d
-                    for i in 0..<d { out[i] = t[Int(src[i])] }
-                }
+        let d = data.dim, b: Int32 = binarize ? 1 : 0
+        data.pixels.withUnsafeBufferPointer { px in
+            for (r, idx) in indices.enumerated() {
+                aet_u8_to_float(px.baseAddress! + Int(idx) * d, dst + r * d, d, b)
             }
         }
     }
@@ -226,11 +222,8 @@ public struct BatchLoader {
     /// Contiguous range [start, start+count).
     public func fill(_ dst: UnsafeMutablePointer<Float>, start: Int, count: Int) {
         let d = data.dim
-        table.withUnsafeBufferPointer { t in
-            data.pixels.withUnsafeBufferPointer { px in
-                let src = px.baseAddress! + start * d
-                for i in 0..<(count * d) { dst[i] = t[Int(src[i])] }
-            }
+        data.pixels.withUnsafeBufferPointer { px in
+            aet_u8_to_float(px.baseAddress! + start * d, dst, count * d, binarize ? 1 : 0)
         }
     }
 }

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 
 /// Weight initialisation schemes.
@@ -97,7 +98,7 @@ public final class Dense: Layer {
         guard n > 0 else { return }
         let o = outputSize, k = inputSize
         // y[n, o] = b (broadcast), then y += x[n, k] · W[o, k]^T
-        for r in 0..<n { (y + r * o).update(from: b, count: o) }
+        aet_broadcast_rows(y, b, n, o)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(o), Int32(k),
                     1, x, Int32(k), w, Int32(k), 1, y, Int32(o))
         activation.apply(y, n * o)
@@ -112,10 +113,7 @@ public final class Dense: Layer {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(o), Int32(k), Int32(n),
                     1, dy, Int32(o), x, Int32(k), 1, dw, Int32(k))
         // db[o] += column sums of dz
-        for r in 0..<n {
-            let row = dy + r * o
-            for j in 0..<o { db[j] += row[j] }
-        }
+        aet_colsum_add(db, dy, n, o)
         // dx[n, k] = dz[n, o] · W[o, k]
         if let dx {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(k), Int32(o),

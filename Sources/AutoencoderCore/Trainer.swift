@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Where a run stands: what a checkpoint records so that a resume continues the same sequence.
@@ -195,6 +196,7 @@ public final class Trainer {
             }
         }
         progress.endLine()
+        if let c = checkpoints, c.lastStep != position.step, position.step > 0 { try c.save(self, reason: "final") }
         if lastEvalStep != position.step || lastEval == nil {
             let e = evaluate(testSet, testLoader)
             lastEval = e
@@ -230,11 +232,7 @@ public final class Trainer {
         Evaluator.evaluate(model: model, loader: loader, comm: comm)
     }
 
-    static func allFinite(_ g: UnsafePointer<Float>, _ n: Int) -> Bool {
-        var s: Float = 0
-        for i in 0..<n { s += g[i] * 0 }  // NaN·0 and Inf·0 are NaN; finite·0 is 0
-        return s == 0
-    }
+    static func allFinite(_ g: UnsafePointer<Float>, _ n: Int) -> Bool { aet_all_finite(g, n) != 0 }
 
     /// FNV-1a over the parameter bytes, folded to 52 bits so it travels exactly as a Double.
     public func parameterChecksum() -> Double {

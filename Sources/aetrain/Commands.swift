@@ -120,3 +120,53 @@ struct Info: ParsableCommand {
         }
     }
 }
+
+/// Hidden: exercises the communicator's collectives so the tests can run them under mpirun.
+struct CommSelfTest: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "selftest-comm", shouldDisplay: false)
+
+    func run() throws {
+        Session.run { comm in
+            let r = comm.rank, w = comm.size
+            var failures: [String] = []
+            // Float sum: rank r contributes r + i.
+            var f = (0..<1000).map { Float(r) + Float($0) }
+            comm.allreduceSum(&f, count: f.count, what: "float sum")
+            for i in [0, 1, 999] where f[i] != Float(w * (w - 1) / 2) + Float(w * i) { failures.append("float sum at \(i): \(f[i])") }
+            // Double sum.
+            var d = [Double(r) * 0.5, 1.0]
+            comm.allreduceSum(&d, count: 2, what: "double sum")
+            if d[0] != Double(w * (w - 1)) / 4 || d[1] != Double(w) { failures.append("double sum \(d)") }
+            // Empty contribution: a rank with no samples adds zeros; count 0 is a no-op.
+            var e: [Float] = r == 0 ? [5, 5] : [0, 0]
+            comm.allreduceSum(&e, count: 2, what: "empty slice sum")
+            if e != [5, 5] { failures.append("empty slice sum \(e)") }
+            var none: [Float] = [7]
+            comm.allreduceSum(&none, count: 0, what: "zero-length sum")
+            if none != [7] { failures.append("zero-length sum changed data") }
+            // Broadcast from the last rank.
+            var b: [UInt8] = r == w - 1 ? Array("hello from \(w - 1)".utf8) : []
+            comm.broadcast(&b, root: w - 1, what: "broadcast")
+            if String(decoding: b, as: UTF8.self) != "hello from \(w - 1)" { failures.append("broadcast got \(b)") }
+            // Max.
+            var m = [Double(r)]
+            comm.allreduceMax(&m, count: 1, what: "max")
+            if m[0] != Double(w - 1) { failures.append("max \(m)") }
+            comm.barrier(what: "barrier")
+            // Agreement: rank w-1 fails, everyone must learn it.
+            do {
+                try comm.agree(r == w - 1 && w > 1 ? AETError("injected", exitCode: 3) : nil, what: "agree")
+                if w > 1 { failures.append("agree did not report the failure") }
+            } catch let err as AETError {
+                if !(err.allRanks && (r == w - 1 ? err.message == "injected" : err.message.contains("rank \(w - 1) failed"))) {
+                    failures.append("agree error \(err.message)")
+                }
+            }
+            var bad = [Double(failures.count)]
+            comm.allreduceSum(&bad, count: 1, what: "result")
+            if !failures.isEmpty { printError("rank \(r): " + failures.joined(separator: "; ")) }
+            if bad[0] > 0 { throw AETError("communicator self-test failed", exitCode: 1, allRanks: true) }
+            if comm.isRoot { print("comm selftest ok size \(w)") }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+#include "kernels.h"
+#include <math.h>
+
+#define MV __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define LANES 16
+
+MV void aet_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
+                 float shrink, float l2, float one_minus_b1, float b2, float one_minus_b2, float step_size,
+                 float bc2_sqrt, float eps) {
+    for (long i = 0; i < n; i++) {
+        float pi = p[i] * shrink;
+        float gi = g[i] + l2 * pi;
+        float mi = m[i] + one_minus_b1 * (gi - m[i]);
+        float vi = v[i] * b2 + one_minus_b2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+    }
+}
+
+static inline float sigm(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+/* Reductions keep LANES partial sums so that the loop vectorises without reassociation flags;
+   the result is still deterministic for a given n. */
+#define REDUCE_LOOP(BODY)                                   \
+    float acc[LANES] = {0};                                 \
+    long i = 0;                                             \
+    for (; i + LANES <= n; i += LANES) {                    \
+        for (int l = 0; l < LANES; l++) { long k = i + l; BODY; acc[l] += term; } \
+    }                                                       \
+    double total = 0;                                       \
+    for (; i < n; i++) { long k = i; BODY; total += term; } \
+    for (int l = 0; l < LANES; l++) total += acc[l];        \
+    return total;
+
+MV double aet_head_mse(const float *restrict z, float *restrict y, const float *restrict x, float *restrict dz, long n, float g) {
+    if (dz) {
+        REDUCE_LOOP(float yk = sigm(z[k]); y[k] = yk; float e = yk - x[k]; dz[k] = 2.0f * e * yk * (1.0f - yk) * g; float term = e * e)
+    } else {
+        REDUCE_LOOP(float yk = sigm(z[k]); y[k] = yk; float e = yk - x[k]; float term = e * e)
+    }
+}
+
+MV double aet_head_bce(const float *restrict z, float *restrict y, const float *restrict x, float *restrict dz, long n, float g) {
+    if (dz) {
+        REDUCE_LOOP(float zk = z[k]; float yk = sigm(zk); y[k] = yk; dz[k] = (yk - x[k]) * g;
+                    float term = fmaxf(zk, 0.0f) - zk * x[k] + logf(1.0f + expf(-fabsf(zk))))
+    } else {
+        REDUCE_LOOP(float zk = z[k]; float yk = sigm(zk); y[k] = yk;
+                    float term = fmaxf(zk, 0.0f) - zk * x[k] + logf(1.0f + expf(-fabsf(zk))))
+    }
+}
+
+MV double aet_head_l1(const float *restrict z, float *restrict y, const float *restrict x, float *restrict dz, long n, float g) {
+    if (dz) {
+        REDUCE_LOOP(float yk = sigm(z[k]); y[k] = yk; float e = yk - x[k];
+                    float s = e > 0.0f ? 1.0f : (e < 0.0f ? -1.0f : 0.0f); dz[k] = s * yk * (1.0f - yk) * g;
+                    float term = fabsf(e))
+    } else {
+        REDUCE_LOOP(float yk = sigm(z[k]); y[k] = yk; float e = yk - x[k]; float term = fabsf(e))
+    }
+}
+
+MV void aet_eval_sums(const float *restrict z, float *restrict y, const float *restrict x, long n, double *sse, double *bce) {
+    float a[LANES] = {0}, b[LANES] = {0};
+    long i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            long k = i + l;
+            float zk = z[k], yk = sigm(zk), e = yk - x[k];
+            y[k] = yk;
+            a[l] += e * e;
+            b[l] += fmaxf(zk, 0.0f) - zk * x[k] + logf(1.0f + expf(-fabsf(zk)));
+        }
+    }
+    double s = 0, c = 0;
+    for (; i < n; i++) {
+        float zk = z[i], yk = sigm(zk), e = yk - x[i];
+        y[i] = yk;
+        s += e * e;
+        c += fmaxf(zk, 0.0f) - zk * x[i] + logf(1.0f + expf(-fabsf(zk)));
+    }
+    for (int l = 0; l < LANES; l++) { s += a[l]; c += b[l]; }
+    *sse = s;
+    *bce = c;
+}
+
+MV int aet_all_finite(const float *restrict a, long n) {
+    float acc[LANES] = {0};
+    long i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[i + l] * 0.0f; /* NaN·0 = Inf·0 = NaN */
+    float t = 0;
+    for (; i < n; i++) t += a[i] * 0.0f;
+    for (int l = 0; l < LANES; l++) t += acc[l];
+    return t == 0.0f;
+}
+
+MV void aet_u8_to_float(const uint8_t *restrict src, float *restrict dst, long n, int binarize) {
+    if (binarize) {
+        for (long i = 0; i < n; i++) dst[i] = src[i] >= 128 ? 1.0f : 0.0f; /* round(x/255): x/255 >= 0.5 */
+    } else {
+        for (long i = 0; i < n; i++) dst[i] = (float)src[i] / 255.0f;
+    }
+}
+
+MV void aet_colsum_add(float *restrict db, const float *restrict dz, long rows, long cols) {
+    for (long r = 0; r < rows; r++) {
+        const float *row = dz + r * cols;
+        for (long j = 0; j < cols; j++) db[j] += row[j];
+    }
+}
+
+MV void aet_broadcast_rows(float *restrict y, const float *restrict b, long rows, long cols) {
+    for (long r = 0; r < rows; r++)
+        for (long j = 0; j < cols; j++) y[r * cols + j] = b[j];
+}
+
+MV void aet_act_forward(float *restrict y, long n, int kind, float slope) {
+    switch (kind) {
+    case 0: for (long i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f; break;
+    case 1: for (long i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : slope * y[i]; break;
+    case 2: for (long i = 0; i < n; i++) y[i] = tanhf(y[i]); break;
+    case 3: for (long i = 0; i < n; i++) y[i] = sigm(y[i]); break;
+    default: break;
+    }
+}
+
+MV void aet_act_backward(const float *restrict y, float *restrict dy, long n, int kind, float slope) {
+    switch (kind) {
+    case 0: for (long i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : 0.0f; break;
+    case 1: for (long i = 0; i < n; i++) dy[i] = y[i] > 0.0f ? dy[i] : slope * dy[i]; break;
+    case 2: for (long i = 0; i < n; i++) dy[i] *= 1.0f - y[i] * y[i]; break;
+    case 3: for (long i = 0; i < n; i++) dy[i] *= y[i] * (1.0f - y[i]); break;
+    default: break;
+    }
+}

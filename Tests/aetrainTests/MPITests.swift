@@ -1,0 +1,97 @@
+import XCTest
+@testable import AutoencoderCore
+
+/// Data-parallel correctness: N ranks must take the steps one rank takes.
+final class MPITests: XCTestCase {
+    func testCollectivesAtTwoAndFourRanks() throws {
+        for np in [2, 4] {
+            let r = try AE.mpirun(np, ["selftest-comm"], timeout: 60)
+            XCTAssertFalse(r.timedOut)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertTrue(r.stdout.contains("comm selftest ok size \(np)"), r.stdout + r.stderr)
+        }
+    }
+
+    func testSameGlobalBatchAtEveryWorldSize() throws {
+        let mnist = try AE.requireMNIST()
+        let args = ["--dataset", "mnist", "--data-dir", mnist, "--model", "mlp3", "--batch-size", "128", "--max-steps", "30",
+                    "--epochs", "1", "--seed", "7", "--log-every", "1", "--test-limit", "500", "--checkpoint-every", "30",
+                    "--no-report"]
+        var runs: [(String, [Int: Double], [String: [Float]])] = []
+        let base = AE.tempDir("equiv")
+        let plain = AE.run(args + ["--out", base + "/plain"], timeout: 180)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        runs.append(("no mpirun", AE.stepLosses(base + "/plain"), try AE.parameters(AE.latestCheckpoint(base + "/plain")!)))
+        for np in [1, 2, 4] {
+            let out = base + "/np\(np)"
+            let r = try AE.mpirun(np, args + ["--out", out], timeout: 240)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let summary = try XCTUnwrap(AE.json(out + "/summary.json"))
+            XCTAssertEqual(summary["world_size"] as? Int, np)
+            runs.append(("np \(np)", AE.stepLosses(out), try AE.parameters(XCTUnwrap(AE.latestCheckpoint(out)))))
+        }
+        let (_, refLoss, refParams) = runs[0]
+        XCTAssertEqual(refLoss.count, 30)
+        XCTAssertLessThan(refLoss[30]!, refLoss[1]!, "loss must fall")
+        for (name, losses, params) in runs.dropFirst() {
+            XCTAssertEqual(losses.count, 30, name)
+            for s in 1...30 {
+                let a = refLoss[s]!, b = try XCTUnwrap(losses[s], "\(name) step \(s)")
+                XCTAssertLessThanOrEqual(abs(a - b) / abs(a), 1e-5, "\(name) step \(s): \(a) vs \(b)")
+            }
+            var worst: Float = 0
+            for (k, v) in refParams {
+                let w = try XCTUnwrap(params[k], name + " " + k)
+                for i in 0..<v.count { worst = max(worst, abs(v[i] - w[i])) }
+            }
+            XCTAssertLessThanOrEqual(worst, 1e-5, "\(name): max parameter difference \(worst)")
+        }
+        // No mpirun and np 1 run the same code on the same data: identical to the bit.
+        XCTAssertEqual(runs[0].1, runs[1].1)
+        XCTAssertEqual(runs[0].2, runs[1].2)
+    }
+
+    func testLastGlobalBatchLeavesARankEmpty() throws {
+        let mnist = try AE.requireMNIST()
+        let out = AE.tempDir("empty")
+        // 129 samples, batch 128: the second global batch has 1 sample, so rank 0's slice is empty.
+        let r = try AE.mpirun(2, ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "129", "--test-limit", "100",
+                                  "--batch-size", "128", "--epochs", "2", "--log-every", "1", "--out", out, "--no-report"], timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let s = try XCTUnwrap(AE.json(out + "/summary.json"))
+        XCTAssertEqual(s["steps"] as? Int, 4)
+        XCTAssertEqual(s["train_samples"] as? Int, 258)
+        let lines = AE.jsonLines(out + "/metrics.jsonl").filter { $0["test_mse"] == nil }
+        XCTAssertEqual(lines.map { $0["samples"] as? Int }, [128, 1, 128, 1])
+        XCTAssertTrue(lines.allSatisfy { ($0["loss"] as? Double).map { $0.isFinite } ?? false })
+    }
+
+    func testConfigMismatchStopsEveryRank() throws {
+        let mnist = try AE.requireMNIST()
+        guard AE.hasMPI else { throw XCTSkip("no mpirun") }
+        let out = AE.tempDir("mismatch")
+        let common = ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "256", "--test-limit", "100", "--epochs", "1", "--out", out]
+        let r = AE.exec(["mpirun", "--oversubscribe", "-np", "1", AE.binary] + common + ["--lr", "0.001", ":",
+                         "-np", "1", AE.binary] + common + ["--lr", "0.002"], timeout: 60)
+        XCTAssertFalse(r.timedOut, "hung on a config mismatch")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("configuration differs from rank 0"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("rank 1: error:"), r.stderr)
+        XCTAssertLessThan(r.seconds, 30)
+    }
+
+    func testCheckSyncNamesTheStepOfADrift() throws {
+        let mnist = try AE.requireMNIST()
+        let out = AE.tempDir("drift")
+        let r = try AE.mpirun(2, ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "1024", "--test-limit", "100",
+                                  "--epochs", "1", "--check-sync", "2", "--out", out, "--no-report"],
+                              env: ["AETRAIN_TEST_PERTURB": "1:4"], timeout: 60)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertEqual(r.status, ExitCode.distributed)
+        XCTAssertTrue(r.stderr.contains("parameters differ between ranks at step 4"), r.stderr)
+        // Without the injected drift, the same run passes its sync checks.
+        let ok = try AE.mpirun(2, ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "1024", "--test-limit", "100",
+                                   "--epochs", "1", "--check-sync", "2", "--out", out + "/ok", "--no-report"], timeout: 60)
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+    }
+}
