@@ -62,7 +62,6 @@ public enum Session {
         try checkSameConfig(config, comm: comm)
         try launchCheck(comm: comm)
         try comm.agree(catching { try config.validate(worldSize: comm.size) }, what: "config validation")
-        if comm.isRoot { printError("aetrain \(aetrainVersion): \(config.model.name) on \(config.dataset.rawValue), \(comm.size) rank(s), global batch \(config.batchSize), BLAS threads \(Threads.blasThreads)") }
         // Output directory (rank 0 writes everything).
         try comm.agree(comm.isRoot ? catching { try prepareOut(config.out) } : nil, what: "output directory check")
         // Data: every rank holds the UInt8 images once.
@@ -110,6 +109,9 @@ public enum Session {
             trainer.initializeParameters()
         }
         try comm.agree(comm.isRoot ? catching { try trainer.openMetrics(resumedAt: resumedStep) } : nil, what: "opening metrics.jsonl")
+        if comm.isRoot {
+            printError("aetrain \(aetrainVersion): \(config.model.name) (\(trainer.model.parameterCount) parameters) on \(config.dataset.rawValue), \(comm.size) rank(s), global batch \(config.batchSize), \(trainer.batchesPerEpoch) steps per epoch, BLAS threads \(Threads.blasThreads)")
+        }
         var summary = try trainer.run()
         if let resumedStep { summary["resumed_from_step"] = resumedStep }
         if let p = trainer.checkpoints?.lastPath { summary["checkpoint"] = p }
@@ -151,8 +153,16 @@ public enum Session {
         if fm.fileExists(atPath: out, isDirectory: &isDir) {
             guard isDir.boolValue else { throw AETError.io("--out \(out): exists and is not a directory") }
         } else {
-            do { try fm.createDirectory(atPath: out, withIntermediateDirectories: true) } catch {
-                throw AETError.io("--out \(out): cannot create directory: \(error.localizedDescription)")
+            // mkdir -p with POSIX errors, so the message says why.
+            var path = out.hasPrefix("/") ? "" : "."
+            for part in out.split(separator: "/") {
+                path += "/" + part
+                if mkdir(path, 0o755) != 0 && errno != EEXIST {
+                    throw AETError.io("--out \(out): cannot create directory \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+            guard fm.fileExists(atPath: out, isDirectory: &isDir), isDir.boolValue else {
+                throw AETError.io("--out \(out): cannot create directory: a path component is not a directory")
             }
         }
         let probe = (out as NSString).appendingPathComponent(".aetrain-write-test-\(getpid())")

@@ -1,0 +1,180 @@
+import XCTest
+@testable import AutoencoderCore
+
+/// Checkpoints users can trust: bit-exact resume, resume across world sizes, crash-safe writes,
+/// validation on load, and the commands that read checkpoints.
+final class CheckpointE2ETests: XCTestCase {
+    func common(_ mnist: String) -> [String] {
+        ["--dataset", "mnist", "--data-dir", mnist, "--model", "mlp3", "--train-limit", "2000", "--test-limit", "500",
+         "--batch-size", "128", "--seed", "3", "--log-every", "1", "--no-report"]
+    }
+
+    func testResumeIsBitExactUnderMPI() throws {
+        let mnist = try AE.requireMNIST()
+        let base = AE.tempDir("resume")
+        let straight = try AE.mpirun(2, common(mnist) + ["--epochs", "2", "--out", base + "/straight"])
+        XCTAssertEqual(straight.status, 0, straight.stderr)
+        let first = try AE.mpirun(2, common(mnist) + ["--epochs", "1", "--out", base + "/split"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let second = try AE.mpirun(2, common(mnist) + ["--epochs", "2", "--resume", "auto", "--out", base + "/split"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stderr.contains("resuming from"), second.stderr)
+        let a = try AE.parameters(XCTUnwrap(AE.latestCheckpoint(base + "/straight")))
+        let b = try AE.parameters(XCTUnwrap(AE.latestCheckpoint(base + "/split")))
+        XCTAssertEqual(a.count, 16)
+        for (k, v) in a {
+            let w = try XCTUnwrap(b[k])
+            XCTAssertTrue(v.elementsEqual(w, by: { $0.bitPattern == $1.bitPattern }), "\(k) differs after resume")
+        }
+        XCTAssertEqual(AE.stepLosses(base + "/straight"), AE.stepLosses(base + "/split"))
+        XCTAssertEqual(AE.stepLosses(base + "/split").count, 32)
+        let s = try XCTUnwrap(AE.json(base + "/split/summary.json"))
+        XCTAssertEqual(s["resumed_from_step"] as? Int, 16)
+        XCTAssertEqual(s["steps"] as? Int, 32)
+    }
+
+    func testResumeAtAnotherWorldSizeContinuesTheSameRun() throws {
+        let mnist = try AE.requireMNIST()
+        let base = AE.tempDir("resume-ws")
+        let straight = try AE.mpirun(2, common(mnist) + ["--epochs", "2", "--out", base + "/straight"])
+        XCTAssertEqual(straight.status, 0, straight.stderr)
+        XCTAssertEqual(try AE.mpirun(2, common(mnist) + ["--epochs", "1", "--out", base + "/split"]).status, 0)
+        let second = AE.run(common(mnist) + ["--epochs", "2", "--resume", "auto", "--out", base + "/split"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        let a = try AE.parameters(XCTUnwrap(AE.latestCheckpoint(base + "/straight")))
+        let b = try AE.parameters(XCTUnwrap(AE.latestCheckpoint(base + "/split")))
+        var worst: Float = 0
+        for (k, v) in a { for (x, y) in zip(v, b[k]!) { worst = max(worst, abs(x - y)) } }
+        XCTAssertLessThan(worst, 1e-4, "np 2 → np 1 resume drifted by \(worst)")
+        let la = AE.stepLosses(base + "/straight"), lb = AE.stepLosses(base + "/split")
+        for s in 17...32 { XCTAssertEqual(la[s]!, lb[s]!, accuracy: 1e-4 * la[s]!) }
+    }
+
+    func testCrashDuringCheckpointWriteKeepsThePreviousOne() throws {
+        let mnist = try AE.requireMNIST()
+        let out = AE.tempDir("crash")
+        XCTAssertEqual(AE.run(common(mnist) + ["--epochs", "1", "--out", out]).status, 0)
+        let before = try XCTUnwrap(AE.latestCheckpoint(out))
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: before))
+        // The next write stops dead after its temp file is written, before the rename.
+        let r = AE.run(common(mnist) + ["--epochs", "2", "--resume", "auto", "--out", out],
+                       env: ["AETRAIN_TEST_CRASH_AFTER_TEMP": out + "/checkpoints/"])
+        XCTAssertEqual(r.status, 99)
+        XCTAssertEqual(AE.latestCheckpoint(out), before)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: before)), bytes)
+        XCTAssertEqual(AE.run(["info", before]).status, 0)
+        // The resumed run picks up from the intact checkpoint and finishes.
+        let again = AE.run(common(mnist) + ["--epochs", "2", "--resume", "auto", "--out", out])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stderr.contains("at step 16"), again.stderr)
+    }
+
+    func testCorruptAndTruncatedCheckpointsAreRejected() throws {
+        let mnist = try AE.requireMNIST()
+        let out = AE.tempDir("corrupt")
+        XCTAssertEqual(AE.run(common(mnist) + ["--epochs", "1", "--out", out]).status, 0)
+        let good = try XCTUnwrap(AE.latestCheckpoint(out))
+        var data = try Data(contentsOf: URL(fileURLWithPath: good))
+        let flipped = out + "/flipped.safetensors", cut = out + "/cut.safetensors", cutData = out + "/cut-data.safetensors"
+        data[data.count - 100] ^= 0x40
+        try data.write(to: URL(fileURLWithPath: flipped))
+        try Data(contentsOf: URL(fileURLWithPath: good)).prefix(5000).write(to: URL(fileURLWithPath: cut))
+        try Data(contentsOf: URL(fileURLWithPath: good)).dropLast(1000).write(to: URL(fileURLWithPath: cutData))
+        for (path, cause) in [(flipped, "checksum"), (cut, "beyond the end of the file"), (cutData, "")] {
+            for args in [["info", path], ["eval", "--checkpoint", path, "--data-dir", mnist, "--limit", "100"]] {
+                let r = AE.run(args)
+                XCTAssertEqual(r.status, ExitCode.badInput, "\(args): \(r.stderr)")
+                let lines = r.stderr.split(separator: "\n")
+                XCTAssertEqual(lines.count, 1, r.stderr)
+                XCTAssertTrue(r.stderr.contains(path) && (cause.isEmpty || r.stderr.contains(cause)), r.stderr)
+                XCTAssertTrue(r.stdout.isEmpty)
+            }
+        }
+        // --resume auto skips an invalid newest checkpoint and reports it.
+        let newest = out + "/checkpoints/step-99999999.safetensors"
+        try data.write(to: URL(fileURLWithPath: newest))
+        let r = AE.run(common(mnist) + ["--epochs", "2", "--resume", "auto", "--out", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("skipping invalid checkpoint") && r.stderr.contains("step-99999999"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("at step 16"), r.stderr)
+    }
+
+    func testIncompatibleResumeIsRefused() throws {
+        let mnist = try AE.requireMNIST()
+        let out = AE.tempDir("incompat")
+        XCTAssertEqual(AE.run(common(mnist) + ["--epochs", "1", "--out", out]).status, 0)
+        let ck = try XCTUnwrap(AE.latestCheckpoint(out))
+        var args = common(mnist)
+        args[args.firstIndex(of: "mlp3")!] = "deep32"
+        let r = try AE.mpirun(2, args + ["--epochs", "2", "--resume", ck, "--out", out + "/other"], timeout: 60)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertEqual(r.status, ExitCode.badInput, r.stderr)
+        XCTAssertTrue(r.stderr.contains("checkpoint is for model mlp3"), r.stderr)
+        // Changing epochs and learning rate is allowed.
+        let ok = AE.run(common(mnist) + ["--epochs", "2", "--lr", "0.0005", "--resume", ck, "--out", out])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+    }
+
+    func testInfoEncodeReconstructEval() throws {
+        let mnist = try AE.requireMNIST()
+        let out = AE.tempDir("cmds")
+        XCTAssertEqual(AE.run(common(mnist) + ["--epochs", "1", "--out", out]).status, 0)
+        let ck = try XCTUnwrap(AE.latestCheckpoint(out))
+        // info --json: metadata and tensor table.
+        let info = AE.run(["info", ck, "--json"])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        let obj = try XCTUnwrap(JSON.parseObject(info.stdout))
+        let meta = try XCTUnwrap(obj["metadata"] as? [String: String])
+        for k in ["format_version", "step", "epoch", "world_size", "model", "dataset", "config", "aetrain_version", "data_sha256"] {
+            XCTAssertNotNil(meta[k], k)
+        }
+        XCTAssertEqual(meta["model"], "mlp3")
+        XCTAssertEqual((obj["tensors"] as? [[String: Any]])?.count, 48)
+        // encode: (N, latent) float32 and labels beside it.
+        let codes = out + "/codes.npy"
+        let e = AE.run(["encode", "--checkpoint", ck, "--output", codes, "--data-dir", mnist, "--limit", "300"])
+        XCTAssertEqual(e.status, 0, e.stderr)
+        let npy = try NPY.read(URL(fileURLWithPath: codes))
+        XCTAssertEqual(npy.descr, "<f4")
+        XCTAssertEqual(npy.shape, [300, 3])
+        let labels = try NPY.read(URL(fileURLWithPath: out + "/codes.labels.npy"))
+        XCTAssertEqual(labels.shape, [300])
+        XCTAssertEqual(labels.payload.first, 7)  // the first MNIST test digit is a 7
+        // reconstruct: (N, 28, 28) in [0, 1].
+        let rec = out + "/recon.npy"
+        XCTAssertEqual(AE.run(["reconstruct", "--checkpoint", ck, "--output", rec, "--data-dir", mnist, "--limit", "50"]).status, 0)
+        let rn = try NPY.read(URL(fileURLWithPath: rec))
+        XCTAssertEqual(rn.shape, [50, 28, 28])
+        let vals = rn.payload.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        XCTAssertTrue(vals.allSatisfy { $0 >= 0 && $0 <= 1 })
+        // eval agrees with the run's own final test evaluation, alone and sharded over 2 ranks.
+        let summary = try XCTUnwrap(AE.json(out + "/summary.json"))
+        for np in [1, 2] {
+            let ev = try AE.mpirun(np, ["eval", "--checkpoint", ck, "--data-dir", mnist, "--limit", "500"], timeout: 60)
+            XCTAssertEqual(ev.status, 0, ev.stderr)
+            let eo = try XCTUnwrap(JSON.parseObject(ev.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+            XCTAssertEqual(eo["mse"] as! Double, summary["test_mse"] as! Double, accuracy: 1e-6)
+            XCTAssertEqual(eo["bce"] as! Double, summary["test_bce"] as! Double, accuracy: 1e-6)
+        }
+    }
+
+    func testStateDictNamesMatchPyTorch() throws {
+        // From: encoder = nn.Sequential(nn.Linear(784,128), nn.ReLU(), nn.Linear(128,64), nn.ReLU(),
+        //         nn.Linear(64,12), nn.ReLU(), nn.Linear(12,3)); decoder mirrored, ending nn.Sigmoid().
+        let expected: [(String, [Int])] = [
+            ("encoder.0.weight", [128, 784]), ("encoder.0.bias", [128]), ("encoder.2.weight", [64, 128]), ("encoder.2.bias", [64]),
+            ("encoder.4.weight", [12, 64]), ("encoder.4.bias", [12]), ("encoder.6.weight", [3, 12]), ("encoder.6.bias", [3]),
+            ("decoder.0.weight", [12, 3]), ("decoder.0.bias", [12]), ("decoder.2.weight", [64, 12]), ("decoder.2.bias", [64]),
+            ("decoder.4.weight", [128, 64]), ("decoder.4.bias", [128]), ("decoder.6.weight", [784, 128]), ("decoder.6.bias", [784]),
+        ]
+        let m = try Autoencoder(spec: ModelSpec.preset("mlp3")!, objective: Objective(), maxBatch: 1)
+        XCTAssertEqual(m.tensors.map(\.name), expected.map(\.0))
+        XCTAssertEqual(m.tensors.map(\.shape), expected.map(\.1))
+        // deep32 (Keras): encoder Linear(784,128) ReLU Linear(128,64) ReLU Linear(64,32) ReLU.
+        let d = try Autoencoder(spec: ModelSpec.preset("deep32")!, objective: Objective(), maxBatch: 1)
+        XCTAssertEqual(d.tensors.map(\.name), ["encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
+                                               "encoder.4.weight", "encoder.4.bias", "decoder.0.weight", "decoder.0.bias",
+                                               "decoder.2.weight", "decoder.2.bias", "decoder.4.weight", "decoder.4.bias"])
+        XCTAssertEqual(d.tensors.last!.shape, [784])
+    }
+}
