@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, builds, runs the XCTest suites (unit tests, gradient
+# checks, mpirun equivalence and checkpoint tests), then the fault-injection and Slurm scripts.
+# Ends with a line "N passed, M failed" over the script suites and exits non-zero on any failure.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cd "$root"
+"$here/install-deps.sh"
+if [[ "$(id -u)" -eq 0 ]]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+
+passed=0; failed=0; failures=()
+suite() {  # name, command...
+    local name="$1"; shift
+    echo "=== $name"
+    local t0=$SECONDS
+    if "$@"; then passed=$((passed + 1)); echo "=== $name: ok ($((SECONDS - t0)) s)"
+    else failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"; fi
+}
+
+suite "swift test" swift test
+for script in Tests/Cluster/faults.sh Tests/Cluster/slurm-e2e.sh; do
+    [[ -f "$script" ]] && suite "$script" bash "$script"
+done
+((failed == 0)) || echo "failed suites: ${failures[*]}"
+echo "$passed passed, $failed failed"
+((failed == 0))
