@@ -140,8 +140,12 @@ public final class Autoencoder {
             switch s {
             case .dense(let units, let act):
                 layers.append(Dense(inSize, units, activation: act))
-            case .conv, .maxPool, .upsample:
-                throw AETError.usage("convolutional layers are not available in this build")
+            case .conv(let ch, let k, let act):
+                layers.append(Conv2D(inChannels: shape[0], outChannels: ch, kernel: k, height: shape[1], width: shape[2], activation: act))
+            case .maxPool:
+                layers.append(MaxPool2D(channels: shape[0], height: shape[1], width: shape[2]))
+            case .upsample:
+                layers.append(Upsample2D(channels: shape[0], height: shape[1], width: shape[2]))
             }
             shape = shapes[i]
         }
