@@ -95,3 +95,35 @@ final class MPITests: XCTestCase {
         XCTAssertEqual(ok.status, 0, ok.stderr)
     }
 }
+
+/// The model zoo's N-rank = 1-rank equivalence: conv, sparse-kl (global-batch ρ̂) and vae (ε keyed
+/// by sample), 10 steps, mpirun -np 2 against no mpirun; plus denoising noise keyed by sample.
+final class ZooMPITests: XCTestCase {
+    func testZooModelsMatchOneRank() throws {
+        let mnist = try AE.requireMNIST()
+        for (model, extra) in [("conv", [String]()), ("sparse-kl", []), ("vae", []), ("denoising", ["--noise", "salt-pepper:0.2"])] {
+            let args = ["--dataset", "mnist", "--data-dir", mnist, "--model", model, "--batch-size", "64", "--max-steps", "10",
+                        "--seed", "5", "--log-every", "1", "--test-limit", "200", "--checkpoint-every", "10", "--no-report"] + extra
+            let base = AE.tempDir("zoo-\(model)")
+            let one = AE.run(args + ["--out", base + "/one"], timeout: 300)
+            XCTAssertEqual(one.status, 0, one.stderr)
+            let two = try AE.mpirun(2, args + ["--out", base + "/two"], timeout: 300)
+            XCTAssertEqual(two.status, 0, two.stderr)
+            let la = AE.stepLosses(base + "/one"), lb = AE.stepLosses(base + "/two")
+            XCTAssertEqual(la.count, 10, model)
+            for s in 1...10 {
+                let a = try XCTUnwrap(la[s]), b = try XCTUnwrap(lb[s])
+                XCTAssertLessThanOrEqual(abs(a - b) / abs(a), 1e-5, "\(model) step \(s): \(a) vs \(b)")
+            }
+            let pa = try AE.parameters(XCTUnwrap(AE.latestCheckpoint(base + "/one")))
+            let pb = try AE.parameters(XCTUnwrap(AE.latestCheckpoint(base + "/two")))
+            var worst: Float = 0
+            for (k, v) in pa { for (x, y) in zip(v, pb[k]!) { worst = max(worst, abs(x - y)) } }
+            XCTAssertLessThanOrEqual(worst, 1e-5, "\(model): parameters differ by \(worst)")
+            if model == "vae" {
+                let line = AE.jsonLines(base + "/two/metrics.jsonl").first { $0["kl"] != nil }
+                XCTAssertNotNil(line?["recon"], "VAE logs reconstruction and KL separately")
+            }
+        }
+    }
+}
