@@ -69,6 +69,9 @@ public final class Autoencoder {
     let gradB: FloatBuffer
     /// Column sums of the code over the local batch (sparse-kl), then over the global batch.
     public let codeStats: FloatBuffer
+    /// Contractive penalty workspaces: ‖W_j‖² and Σ_s (h(1−h))² per code unit.
+    let rowNorm: FloatBuffer
+    let colAcc: FloatBuffer
 
     public init(spec: ModelSpec, objective: Objective, maxBatch: Int) throws {
         self.spec = spec
@@ -129,6 +132,8 @@ public final class Autoencoder {
         gradA = FloatBuffer(mb * widest)
         gradB = FloatBuffer(mb * widest)
         codeStats = FloatBuffer(latent)
+        rowNorm = FloatBuffer(spec.penalty == .contractive ? latent : 0)
+        colAcc = FloatBuffer(spec.penalty == .contractive ? latent : 0)
     }
 
     static func build(_ specs: [LayerSpec], input: [Int]) throws -> [Layer] {
@@ -324,13 +329,13 @@ public final class Autoencoder {
             let lam = objective.contractiveWeight
             let k = layer.inputSize
             let w = layer.w!, dw = layer.dw!
-            var rowNorm = [Float](repeating: 0, count: L)
+            let rowNorm = self.rowNorm.pointer, colAcc = self.colAcc.pointer
+            colAcc.update(repeating: 0, count: L)
             for j in 0..<L {
                 var s: Float = 0
                 for i in 0..<k { s += w[j * k + i] * w[j * k + i] }
                 rowNorm[j] = s
             }
-            var colAcc = [Float](repeating: 0, count: L)  // Σ_s (h(1−h))²
             var total = 0.0
             for s in 0..<n {
                 var p: Float = 0
