@@ -1,0 +1,201 @@
+import Foundation
+import XCTest
+@testable import AutoencoderCore
+
+final class ReportTests: XCTestCase {
+    static let classNames = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("report-test-\(UUID().uuidString)")
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    static func image(_ g: inout SplitMix64) -> [Float] { (0..<784).map { _ in g.nextFloat() } }
+
+    static func inputs(codeDim: Int, denoising: Bool, generative: Bool,
+                       ae: Double? = 0.012, pca: Double? = 0.019) -> ReportInputs {
+        var g = SplitMix64(seed: 17)
+        let originals = (0..<10).map { _ in image(&g) }
+        let n = 600
+        var codes: [Float] = []
+        var labels: [UInt8] = []
+        for i in 0..<n {
+            let c = i % 10
+            labels.append(UInt8(c))
+            for j in 0..<codeDim { codes.append(Float(c) * (j == 0 ? 1 : 0.3) + g.normal() * 0.4) }
+        }
+        return ReportInputs(
+            title: "Run <demo> & \"test\"",
+            configJSON: "{\n  \"preset\" : \"mlp\",\n  \"note\" : \"<b>not bold</b>\"\n}",
+            summary: [(key: "test_mse", value: "0.0123"), (key: "epochs", value: "3"),
+                      (key: "odd<&>key", value: "<script>alert(1)</script>")],
+            classNames: classNames,
+            originals: originals,
+            reconstructions: originals.map { $0.map { $0 * 0.9 } },
+            noisy: denoising ? originals.map { $0.map { min(1, $0 + 0.2) } } : nil,
+            codes: codes, codeDim: codeDim, codeLabels: labels,
+            trainLoss: (1...300).map { (step: $0, loss: 0.1 / Double($0).squareRoot()) },
+            testMSE: [(step: 100, mse: 0.02), (step: 200, mse: 0.015), (step: 300, mse: 0.012)],
+            samples: generative ? (0..<25).map { _ in image(&g) } : nil,
+            manifold: generative ? (0..<5).map { _ in (0..<5).map { _ in image(&g) } } : nil,
+            aeTestMSE: ae, pcaTestMSE: pca, pcaComponents: ae == nil ? nil : codeDim)
+    }
+
+    /// Every src/href value in the page.
+    static func links(_ html: String) throws -> [String] {
+        let re = try NSRegularExpression(pattern: #"(?:src|href)\s*=\s*["']([^"']*)["']"#, options: [.caseInsensitive])
+        let ns = html as NSString
+        return re.matches(in: html, range: NSRange(location: 0, length: ns.length)).map {
+            ns.substring(with: $0.range(at: 1))
+        }
+    }
+
+    func pngSize(_ url: URL) throws -> (width: Int, height: Int) {
+        let img = try PNGDecode.parse(try Data(contentsOf: url))
+        return (img.width, img.height)
+    }
+
+    func testFullReportWritesEveryFileAndLinksResolve() throws {
+        let files = try Report.write(Self.inputs(codeDim: 3, denoising: true, generative: true), to: dir)
+        XCTAssertEqual(files, ["reconstructions.png", "latent.svg", "loss.svg", "samples.png", "manifold.png", "report.html"])
+        for f in files {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent(f).path), f)
+        }
+        for f in files where f.hasSuffix(".png") {
+            let data = try Data(contentsOf: dir.appendingPathComponent(f))
+            XCTAssertEqual([UInt8](data.prefix(8)), PNG.signature, f)
+            XCTAssertNoThrow(try PNGDecode.parse(data), f)
+        }
+        var svgText: [String: String] = [:]
+        for f in files where f.hasSuffix(".svg") {
+            let s = try String(contentsOf: dir.appendingPathComponent(f), encoding: .utf8)
+            let r = XMLCheck.parse(s)
+            XCTAssertTrue(r.ok, "\(f): \(r.error ?? "")")
+            svgText[f] = r.allText
+        }
+        XCTAssertTrue(svgText["latent.svg"]!.contains("PCA projection of the 3-D code"))
+        XCTAssertTrue(svgText["latent.svg"]!.contains("PC1 of the 3-D code"))
+        for name in Self.classNames { XCTAssertTrue(svgText["latent.svg"]!.contains(name)) }
+        XCTAssertTrue(svgText["loss.svg"]!.contains("training step"))
+        XCTAssertTrue(svgText["loss.svg"]!.contains("train loss (per logged step)"))
+        XCTAssertTrue(svgText["loss.svg"]!.contains("test MSE (per epoch)"))
+
+        // Denoising: three rows of 28×3 px images with 2 px gaps; samples in rows of 10.
+        let recon = try pngSize(dir.appendingPathComponent("reconstructions.png"))
+        XCTAssertEqual(recon.height, 3 * 84 + 4 * 2)
+        XCTAssertEqual(recon.width, 10 * 84 + 11 * 2)
+        XCTAssertEqual(try pngSize(dir.appendingPathComponent("samples.png")).height, 3 * 84 + 4 * 2)
+
+        let html = try String(contentsOf: dir.appendingPathComponent("report.html"), encoding: .utf8)
+        let links = try Self.links(html)
+        XCTAssertEqual(Set(links), ["reconstructions.png", "latent.svg", "loss.svg", "samples.png", "manifold.png"])
+        for l in links where !l.contains(":") && !l.hasPrefix("#") {
+            // Resolve like a browser: relative to the page's own URL.
+            let page = dir.appendingPathComponent("report.html")
+            let target = try XCTUnwrap(URL(string: l, relativeTo: page)).standardizedFileURL
+            XCTAssertTrue(target.isFileURL)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: target.path), "link \(l) does not resolve")
+        }
+        // Summary keys and values, escaped; config in a <pre>; title escaped.
+        XCTAssertTrue(html.contains("<th>test_mse</th><td>0.0123</td>"))
+        XCTAssertTrue(html.contains("<th>epochs</th>"))
+        XCTAssertTrue(html.contains("odd&lt;&amp;&gt;key"))
+        XCTAssertTrue(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
+        XCTAssertFalse(html.contains("<script"))
+        XCTAssertFalse(html.contains("<b>not bold</b>"))
+        XCTAssertTrue(html.contains("<pre>{\n  &quot;preset&quot; : &quot;mlp&quot;"))
+        XCTAssertTrue(html.contains("<title>Run &lt;demo&gt; &amp; &quot;test&quot;</title>"))
+        XCTAssertTrue(html.contains("PCA baseline"))
+        XCTAssertTrue(html.contains("The autoencoder is better"))
+        XCTAssertTrue(html.contains("PCA, 3 components"))
+        XCTAssertTrue(html.contains("noisy inputs"))
+    }
+
+    func testMinimalReportOneDimensionalCode() throws {
+        let inputs = Self.inputs(codeDim: 1, denoising: false, generative: false, ae: nil, pca: nil)
+        let files = try Report.write(inputs, to: dir)
+        XCTAssertEqual(files, ["reconstructions.png", "latent.svg", "loss.svg", "report.html"])
+        XCTAssertEqual(try pngSize(dir.appendingPathComponent("reconstructions.png")).height, 2 * 84 + 3 * 2)
+        let latent = XMLCheck.parse(try String(contentsOf: dir.appendingPathComponent("latent.svg"), encoding: .utf8))
+        XCTAssertTrue(latent.ok)
+        XCTAssertTrue(latent.allText.contains("jitter"))
+        let html = try String(contentsOf: dir.appendingPathComponent("report.html"), encoding: .utf8)
+        XCTAssertFalse(html.contains("samples.png"))
+        XCTAssertTrue(html.contains("not computed"))
+        for l in try Self.links(html) {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent(l).path), l)
+        }
+    }
+
+    func testTwoDimensionalCodeDrawnAsIsAndPCAVerdict() throws {
+        let inputs = Self.inputs(codeDim: 2, denoising: false, generative: false, ae: 0.03, pca: 0.02)
+        _ = try Report.write(inputs, to: dir)
+        let latent = XMLCheck.parse(try String(contentsOf: dir.appendingPathComponent("latent.svg"), encoding: .utf8))
+        XCTAssertTrue(latent.ok)
+        XCTAssertTrue(latent.allText.contains("2-D latent code"))
+        XCTAssertFalse(latent.allText.contains("PCA"))
+        let html = try String(contentsOf: dir.appendingPathComponent("report.html"), encoding: .utf8)
+        XCTAssertTrue(html.contains("PCA is better"))
+    }
+
+    func testNonFiniteCodesAndLossesDoNotBreakTheReport() throws {
+        var inputs = Self.inputs(codeDim: 4, denoising: false, generative: false)
+        inputs.codes[5] = .nan
+        inputs.codes[9] = .infinity
+        inputs.trainLoss[10].loss = .nan
+        inputs.aeTestMSE = .nan
+        _ = try Report.write(inputs, to: dir)
+        for f in ["latent.svg", "loss.svg"] {
+            let r = XMLCheck.parse(try String(contentsOf: dir.appendingPathComponent(f), encoding: .utf8))
+            XCTAssertTrue(r.ok, f)
+        }
+        let latent = try String(contentsOf: dir.appendingPathComponent("latent.svg"), encoding: .utf8)
+        XCTAssertTrue(latent.contains("PCA projection of the 4-D code"))
+        XCTAssertEqual(latent.components(separatedBy: "h0").count - 1, 600 - 2)
+        let html = try String(contentsOf: dir.appendingPathComponent("report.html"), encoding: .utf8)
+        XCTAssertTrue(html.contains("not finite"))
+    }
+
+    func testRewritingIntoAnExistingDirectoryAndBadImagesThrow() throws {
+        _ = try Report.write(Self.inputs(codeDim: 2, denoising: false, generative: false), to: dir)
+        _ = try Report.write(Self.inputs(codeDim: 2, denoising: false, generative: false), to: dir)
+        var bad = Self.inputs(codeDim: 2, denoising: false, generative: false)
+        bad.originals[0] = [Float](repeating: 0, count: 783)
+        XCTAssertThrowsError(try Report.write(bad, to: dir))
+    }
+
+    /// Optional: renders the page with a headless Chromium when one is installed, and checks
+    /// the screenshot carries much more than a blank page's.
+    func testHeadlessBrowserRenderingIfAvailable() throws {
+        let candidates = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
+        guard let browser = candidates.lazy.compactMap({ name in
+            path.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        }).first else {
+            throw XCTSkip("no Chromium installed")
+        }
+        _ = try Report.write(Self.inputs(codeDim: 3, denoising: true, generative: true), to: dir)
+        let blank = dir.appendingPathComponent("blank.html")
+        try Data("<!DOCTYPE html><html><body></body></html>".utf8).write(to: blank)
+        func shot(_ page: URL, _ out: URL) throws -> Int {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: browser)
+            p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,2400",
+                           "--screenshot=\(out.path)", page.absoluteString]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            return (try? Data(contentsOf: out).count) ?? 0
+        }
+        let b = try shot(blank, dir.appendingPathComponent("blank-shot.png"))
+        let r = try shot(dir.appendingPathComponent("report.html"), dir.appendingPathComponent("report-shot.png"))
+        guard b > 0 else { throw XCTSkip("the browser produced no screenshot") }
+        XCTAssertGreaterThan(r, 3 * b, "report screenshot looks blank")
+    }
+}
