@@ -115,6 +115,22 @@ public enum Session {
         var summary = try trainer.run()
         if let resumedStep { summary["resumed_from_step"] = resumedStep }
         if let p = trainer.checkpoints?.lastPath { summary["checkpoint"] = p }
+        // PCA baseline and report (rank 0; the other ranks are done).
+        if comm.isRoot {
+            var pca: Double? = nil
+            let err = catching {
+                let t0 = now()
+                pca = try RunReport.pcaBaseline(train: train, test: test, components: trainer.model.latent)
+                summary["pca_test_mse"] = pca!
+                summary["pca_components"] = min(trainer.model.latent, train.dim)
+                if config.report {
+                    try RunReport.write(trainer: trainer, summary: summary, pcaTestMSE: pca)
+                    summary["report"] = config.out + "/report/report.html"
+                }
+                summary["report_seconds"] = now() - t0
+            }
+            if let err { printError("warning: report not written: \(err.message)") }
+        }
         try afterRun?(trainer, &summary)
         if comm.isRoot {
             try comm.agree(catching { try writeSummary(summary, out: config.out) }, what: "writing summary.json")
@@ -171,6 +187,8 @@ public enum Session {
         close(fd)
         unlink(probe)
     }
+
+    public static func catchingPublic(_ body: () throws -> Void) -> AETError? { catching(body) }
 
     static func catching(_ body: () throws -> Void) -> AETError? {
         do { try body(); return nil } catch let e as AETError { return e } catch { return AETError("\(error)") }

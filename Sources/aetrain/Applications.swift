@@ -1,0 +1,164 @@
+import ArgumentParser
+import AutoencoderCore
+import Foundation
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Decode samples from the prior N(0, I) of a VAE checkpoint into a .png grid or a .npy (N, 28, 28).")
+    @Option(help: "VAE checkpoint.") var checkpoint: String
+    @Option(help: "Number of samples.") var count: Int = 64
+    @Option(help: "Output .png or .npy.") var output: String
+    @Option(help: "Random seed for the prior samples.") var seed: UInt64 = 0
+
+    func run() throws {
+        guard count > 0 else { throw AETError.usage("--count \(count): must be positive") }
+        guard output.hasSuffix(".png") || output.hasSuffix(".npy") else {
+            throw AETError.usage("--output \(output): must end in .png or .npy")
+        }
+        let (c, model) = try Checkpoint.loadModel(checkpoint, maxBatch: 1)
+        guard c.config.model.variational else {
+            throw AETError.usage("--checkpoint \(checkpoint): model \(c.config.model.name) is not a VAE; generate needs --model vae")
+        }
+        let samples = RunReport.priorSamples(model: model, count: count, seed: seed)
+        let url = URL(fileURLWithPath: output)
+        if output.hasSuffix(".png") {
+            let perRow = Int(Double(count).squareRoot().rounded(.up))
+            try AtomicFile.write(ImageGrid.png(rows: ImageGrid.rows(samples, perRow: perRow)), to: url)
+        } else {
+            let flat = samples.flatMap { $0 }
+            try flat.withUnsafeBufferPointer { try NPY.write(floats: $0, shape: [count, 28, 28], to: url) }
+        }
+        printError("wrote \(count) samples to \(output)")
+    }
+}
+
+struct PCACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pca",
+        abstract: "PCA baseline: fit K components on the training images (LAPACK), report the per-pixel test MSE.")
+    @Option(help: "Number of components.") var components: Int = 32
+    @Option(help: "Dataset.") var dataset: DatasetName = .fashionMNIST
+    @Option(help: "Folder holding the four IDX files.") var dataDir: String?
+
+    func run() throws {
+        guard components > 0 && components <= 784 else { throw AETError.usage("--components \(components): must be in 1...784") }
+        let dir = try DataSource.resolve(dataset, dataDir: dataDir)
+        let train = try IDX.load(dir: dir, split: .train, name: dataset.rawValue)
+        let test = try IDX.load(dir: dir, split: .test, name: dataset.rawValue)
+        let mse = try RunReport.pcaBaseline(train: train, test: test, components: components)
+        print(JSON.encode(["dataset": dataset.rawValue, "components": components, "pca_test_mse": mse]))
+    }
+}
+
+struct Anomaly: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Anomaly detection: train on --normal-class only (or take --checkpoint), score every test image by reconstruction error.")
+    @OptionGroup var options: TrainOptions
+    @Option(help: "The normal class (0-9).") var normalClass: Int
+    @Option(help: "Score with this checkpoint instead of training.") var checkpoint: String?
+
+    func run() throws {
+        let opts = options, normal = normalClass, ckpt = checkpoint
+        Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
+            let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal) }!
+            var summary: [String: Any] = [:]
+            if let ckpt {
+                try comm.agree(comm.isRoot ? Session.catchingPublic { try Session.prepareOut(config.out) } : nil, what: "output directory check")
+                let loaded: (Checkpoint.Loaded, Autoencoder)? = try comm.collectively("loading") { try Checkpoint.loadModel(ckpt) }
+                let test: Dataset? = try comm.collectively("data loading") {
+                    try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
+                }
+                if comm.isRoot {
+                    summary = ["model": loaded!.0.config.model.name, "dataset": config.dataset.rawValue, "checkpoint": ckpt]
+                    try Anomaly.score(model: loaded!.1, test: test!, config: config, summary: &summary)
+                }
+            } else {
+                try Session.train(config, comm: comm) { trainer, s in
+                    guard comm.isRoot else { return }
+                    try Anomaly.score(model: trainer.model, test: trainer.testSet, config: config, summary: &s)
+                }
+            }
+            if comm.isRoot && ckpt != nil { try Session.writeSummary(summary, out: config.out) }
+        }
+    }
+
+    /// Scores every test image (mean squared reconstruction error per image), writes ROC-AUC,
+    /// per-class errors, the 95th-percentile threshold with precision/recall, and a histogram.
+    static func score(model: Autoencoder, test: Dataset, config: TrainConfig, summary: inout [String: Any]) throws {
+        let normal = config.normalClass!
+        let loader = BatchLoader(test, binarize: config.binarize)
+        let rec = Evaluator.reconstruct(model: model, loader: loader, count: test.count)
+        var scores = [Double](repeating: 0, count: test.count)
+        for i in 0..<test.count {
+            var s: Float = 0
+            for k in 0..<784 {
+                let e = rec.output[i * 784 + k] - Float(test.pixels[i * 784 + k]) / 255
+                s += e * e
+            }
+            scores[i] = Double(s / 784)
+        }
+        let anomalous = test.labels.map { Int($0) != normal }
+        let auc = ROC.auc(scores: scores, positives: anomalous)
+        let normalScores = zip(scores, anomalous).filter { !$0.1 }.map(\.0)
+        let otherScores = zip(scores, anomalous).filter { $0.1 }.map(\.0)
+        let threshold = ROC.percentile(normalScores, 95)
+        let pr = ROC.precisionRecall(scores: scores, positives: anomalous, threshold: threshold)
+        var perClass: [String: Double] = [:]
+        for c in 0..<10 {
+            let s = zip(scores, test.labels).filter { Int($0.1) == c }.map(\.0)
+            if !s.isEmpty { perClass[config.dataset.classNames[c]] = s.reduce(0, +) / Double(s.count) }
+        }
+        summary["normal_class"] = normal
+        summary["roc_auc"] = auc
+        summary["per_class_mean_error"] = perClass
+        summary["threshold"] = threshold
+        summary["threshold_percentile"] = 95
+        summary["precision"] = pr.precision
+        summary["recall"] = pr.recall
+        let dir = URL(fileURLWithPath: config.out).appendingPathComponent("report")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let svg = SVGPlot.histogram(title: "Reconstruction error: class \(config.dataset.classNames[normal]) (normal) vs the rest, ROC-AUC \(String(format: "%.3f", auc))",
+                                    xLabel: "per-image MSE", yLabel: "density",
+                                    sets: [.init(name: "normal (\(config.dataset.classNames[normal]))", values: normalScores),
+                                           .init(name: "anomalous (other classes)", values: otherScores)],
+                                    threshold: threshold, thresholdLabel: "95th percentile of normal")
+        try AtomicFile.write(svg.data(using: .utf8)!, to: dir.appendingPathComponent("anomaly_hist.svg"))
+        summary["histogram"] = dir.appendingPathComponent("anomaly_hist.svg").path
+        printError(String(format: "anomaly: normal class %d, ROC-AUC %.4f, threshold %.5f (precision %.3f, recall %.3f)",
+                          normal, auc, threshold, pr.precision, pr.recall))
+    }
+}
+
+struct Denoise: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "PSNR of noisy and denoised test images against the clean ones; writes the noisy/clean/denoised grid.")
+    @OptionGroup var data: CheckpointData
+    @Option(help: "Noise: gaussian:STD, speckle:STD, salt-pepper:P, mask:P.") var noise: String = "gaussian:0.5"
+    @Option(help: "Grid PNG to write (noisy, clean, denoised rows).") var output: String = "denoise.png"
+    @Option(help: "Seed for the noise.") var seed: UInt64 = 0
+
+    func run() throws {
+        let spec = try NoiseSpec(parsing: noise)
+        let (c, model) = try Checkpoint.loadModel(data.checkpoint)
+        let ds = try data.load(c)
+        let loader = BatchLoader(ds, binarize: c.config.binarize)
+        let r = Evaluator.reconstruct(model: model, loader: loader, count: ds.count, noise: spec, seed: seed)
+        func psnr(_ a: [Float]) -> Double {
+            var total = 0.0
+            for i in 0..<ds.count {
+                var s: Float = 0
+                for k in 0..<784 {
+                    let e = a[i * 784 + k] - Float(ds.pixels[i * 784 + k]) / 255
+                    s += e * e
+                }
+                total += 10 * log10(1 / max(Double(s / 784), 1e-10))
+            }
+            return total / Double(ds.count)
+        }
+        let idx = RunReport.onePerClass(ds)
+        func pick(_ flat: [Float]) -> [[Float]] { idx.map { Array(flat[($0 * 784)..<(($0 + 1) * 784)]) } }
+        let clean = idx.map { i in (0..<784).map { Float(ds.pixels[i * 784 + $0]) / 255 } }
+        try AtomicFile.write(ImageGrid.png(rows: [pick(r.noisy), clean, pick(r.output)]), to: URL(fileURLWithPath: output))
+        print(JSON.encode(["checkpoint": data.checkpoint, "noise": spec.description, "count": ds.count,
+                           "psnr_noisy_db": psnr(r.noisy), "psnr_denoised_db": psnr(r.output), "grid": output]))
+    }
+}
