@@ -9,7 +9,7 @@ public struct Objective: Codable, Equatable, Sendable {
     /// sparse-kl: ρ.
     public var sparsityTarget: Float = 0.05
     /// contractive: λ in λ·‖J_f(x)‖²_F.
-    public var contractiveWeight: Float = 1e-3
+    public var contractiveWeight: Float = 1e-4
     /// vae: β on the KL term.
     public var beta: Float = 1
     public init() {}

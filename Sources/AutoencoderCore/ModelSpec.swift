@@ -27,6 +27,8 @@ public struct ModelSpec: Codable, Equatable, Sendable {
     public var defaultLoss: LossKind
     /// Noise applied to training inputs unless --noise says otherwise.
     public var defaultNoise: String?
+    /// The penalty weight (sparsity or contractive λ) unless a flag says otherwise.
+    public var defaultPenaltyWeight: Float? = nil
 
     public var imageShape: [Int] { [1, 28, 28] }
 }
@@ -35,13 +37,14 @@ extension ModelSpec {
     static func mirroredMLP(name: String, summary: String, hidden: [Int], latent: Int, act: Activation,
                             codeActivation: Activation, initScheme: InitScheme, loss: LossKind,
                             penalty: PenaltyKind = .none, variational: Bool = false,
-                            noise: String? = nil) -> ModelSpec {
+                            noise: String? = nil, penaltyWeight: Float? = nil) -> ModelSpec {
         var enc = hidden.map { LayerSpec.dense(units: $0, activation: act) }
         enc.append(.dense(units: variational ? 2 * latent : latent, activation: codeActivation))
         var dec = hidden.reversed().map { LayerSpec.dense(units: $0, activation: act) }
         dec.append(.dense(units: 784, activation: .identity))
         return ModelSpec(name: name, summary: summary, encoder: enc, decoder: dec, variational: variational,
-                         penalty: penalty, defaultInit: initScheme, defaultLoss: loss, defaultNoise: noise)
+                         penalty: penalty, defaultInit: initScheme, defaultLoss: loss, defaultNoise: noise,
+                         defaultPenaltyWeight: penaltyWeight)
     }
 
     /// The presets listed by `aetrain models`.
@@ -68,9 +71,9 @@ extension ModelSpec {
                     penalty: .l1),
         mirroredMLP(name: "sparse-kl", summary: "784-196 sigmoid code with KL(ρ‖ρ̂) sparsity on the global batch",
                     hidden: [], latent: 196, act: .relu, codeActivation: .sigmoid, initScheme: .glorot, loss: .bce,
-                    penalty: .kl),
-        mirroredMLP(name: "contractive", summary: "784-64 sigmoid encoder with λ·‖J_f(x)‖²_F (Rifai et al. 2011)",
-                    hidden: [], latent: 64, act: .relu, codeActivation: .sigmoid, initScheme: .glorot, loss: .bce,
+                    penalty: .kl, penaltyWeight: 3e-3),
+        mirroredMLP(name: "contractive", summary: "784-256 sigmoid encoder with λ·‖J_f(x)‖²_F, exact (Rifai et al. 2011)",
+                    hidden: [], latent: 256, act: .relu, codeActivation: .sigmoid, initScheme: .glorot, loss: .bce,
                     penalty: .contractive),
         mirroredMLP(name: "vae", summary: "784-512-(μ, log σ²: 2) VAE, BCE summed per image + β·KL",
                     hidden: [512], latent: 2, act: .relu, codeActivation: .identity, initScheme: .torch, loss: .bce,

@@ -112,6 +112,9 @@ struct TrainOptions: ParsableArguments {
         c.dataset = dataset
         c.dataDir = try DataSource.resolve(dataset, dataDir: dataDir)
         c.objective.loss = loss ?? spec.defaultLoss
+        if let v = spec.defaultPenaltyWeight {
+            if spec.penalty == .contractive { c.objective.contractiveWeight = v } else { c.objective.sparsityWeight = v }
+        }
         if let v = sparsityWeight { c.objective.sparsityWeight = v }
         if let v = sparsityTarget {
             guard v > 0 && v < 1 else { throw AETError.usage("--sparsity-target \(v): must be in (0, 1)") }
