@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Input corruption for denoising autoencoders: `gaussian:STD` (clipped to [0, 1]),
@@ -33,22 +34,16 @@ public struct NoiseSpec: Codable, Equatable, Sendable, CustomStringConvertible {
     /// keyed by (seed, key, global sample index), so it does not depend on the world size.
     public func apply(clean: UnsafePointer<Float>, noisy: UnsafeMutablePointer<Float>, count: Int, dim: Int,
                       seed: UInt64, key: Int, firstIndex: Int) {
+        let k: Int32
+        switch kind {
+        case .gaussian: k = 0
+        case .speckle: k = 1
+        case .saltPepper: k = 2
+        case .mask: k = 3
+        }
         for s in 0..<count {
-            var g = Streams.rng(seed: seed, stream: Streams.noise, UInt64(key), UInt64(firstIndex + s))
-            let x = clean + s * dim, y = noisy + s * dim
-            switch kind {
-            case .gaussian:
-                for i in 0..<dim { y[i] = min(max(x[i] + amount * g.normal(), 0), 1) }
-            case .speckle:
-                for i in 0..<dim { y[i] = min(max(x[i] + x[i] * amount * g.normal(), 0), 1) }
-            case .saltPepper:
-                for i in 0..<dim {
-                    let u = g.nextFloat()
-                    y[i] = u < amount ? (u < amount / 2 ? 0 : 1) : x[i]
-                }
-            case .mask:
-                for i in 0..<dim { y[i] = g.nextFloat() < amount ? 0 : x[i] }
-            }
+            var g = Streams.rng(seed: seed, stream: Streams.noise, UInt64(bitPattern: Int64(key)), UInt64(firstIndex + s))
+            aet_noise(k, amount, clean + s * dim, noisy + s * dim, dim, g.next())
         }
     }
 }

@@ -135,3 +135,40 @@ MV void aet_act_backward(const float *restrict y, float *restrict dy, long n, in
     default: break;
     }
 }
+
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, 1) with 24 bits, the i-th value of the stream `key`. */
+static inline float u01(uint64_t key, uint64_t i) {
+    return (float)(mix64(key + (i + 1) * 0x9E3779B97F4A7C15ULL) >> 40) * (1.0f / 16777216.0f);
+}
+
+static inline float clamp01(float v) { return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }
+
+MV void aet_noise(int kind, float a, const float *restrict x, float *restrict y, long n, uint64_t key) {
+    const float two_pi = 6.28318530717958647692f;
+    switch (kind) {
+    case 0:
+    case 1:
+        for (long i = 0; i < n; i++) {
+            float u1 = u01(key, 2 * (uint64_t)i) + (1.0f / 33554432.0f); /* (0, 1] */
+            float u2 = u01(key, 2 * (uint64_t)i + 1);
+            float g = sqrtf(-2.0f * logf(u1)) * cosf(two_pi * u2);
+            y[i] = clamp01(kind == 0 ? x[i] + a * g : x[i] + x[i] * a * g);
+        }
+        break;
+    case 2:
+        for (long i = 0; i < n; i++) {
+            float u = u01(key, (uint64_t)i);
+            y[i] = u < a ? (u < 0.5f * a ? 0.0f : 1.0f) : x[i];
+        }
+        break;
+    default:
+        for (long i = 0; i < n; i++) y[i] = u01(key, (uint64_t)i) < a ? 0.0f : x[i];
+        break;
+    }
+}

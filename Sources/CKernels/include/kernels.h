@@ -32,3 +32,9 @@ void aet_broadcast_rows(float *y, const float *b, long rows, long cols);
 void aet_act_forward(float *y, long n, int kind, float slope);
 void aet_act_backward(const float *y, float *dy, long n, int kind, float slope);
 #endif
+
+/* Input corruption of one image of n pixels from x into y, with counter-based random numbers
+   derived from `key` (value i depends only on key and i, so this vectorises and is reproducible):
+   kind 0 gaussian (clip to [0,1]), 1 speckle x + x·n (clipped), 2 salt-and-pepper with
+   probability a (half 0, half 1), 3 masking with probability a. */
+void aet_noise(int kind, float a, const float *x, float *y, long n, uint64_t key);
