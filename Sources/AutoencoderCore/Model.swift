@@ -168,8 +168,12 @@ public final class Autoencoder {
     public var logits: UnsafeMutablePointer<Float> { decActs.last!.pointer }
     public var needsBatchStatistics: Bool { spec.penalty == .kl }
 
-    /// Macs per sample of one forward pass (a training step is about 3× this).
+    /// Macs per sample of one forward pass.
     public var macsPerSample: Int { (encoder + decoder).reduce(0) { $0 + $1.macsPerSample } }
+    /// Floating-point operations per sample of a training step counted from the matrix products:
+    /// forward, weight gradient and input gradient (2 flops per multiply-add), less the first
+    /// layer's input gradient, which is never computed.
+    public var trainFlopsPerSample: Int { 2 * (3 * macsPerSample - encoder[0].macsPerSample) }
 
     // MARK: forward
 

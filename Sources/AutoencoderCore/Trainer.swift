@@ -11,6 +11,12 @@ public struct RunPosition: Codable, Equatable, Sendable {
     public init() {}
 }
 
+/// Seconds per phase, summed over steps.
+public struct StepTimers: Sendable {
+    public var data = 0.0, forward = 0.0, backward = 0.0, allreduce = 0.0, optimizer = 0.0
+    public var steps = 0
+}
+
 /// Data-parallel training. Every rank runs this same loop on its slice of each global batch:
 ///
 ///     data slice → forward → zero grads → backward → all-reduce(one flat buffer) → Adam → rank 0 writes
@@ -32,6 +38,8 @@ public final class Trainer {
     public private(set) var lossHistory: [(step: Int, loss: Double)] = []
     public private(set) var testHistory: [(step: Int, mse: Double)] = []
     public var checkpoints: Checkpointer?
+    /// Seconds spent per phase of the training steps (for the benchmark's breakdown).
+    public private(set) var timers = StepTimers()
     /// Called on rank 0 after each epoch evaluation (report-every-epoch).
     public var onEpochEnd: ((Trainer) throws -> Void)?
 
@@ -118,19 +126,26 @@ public final class Trainer {
                 } else {
                     model.corrupted = false
                 }
+                let t1 = now()
                 model.zeroGrads()
                 model.forward(n, noise: (config.seed, step, gStart + lo))
                 comm.currentStep = step + 1
+                var t2 = now()
                 if model.needsBatchStatistics {
                     model.accumulateCodeStatistics(n)
                     comm.allreduceSum(model.codeStats.pointer, count: model.latent, what: "code statistics all-reduce")
+                    let t = now()
+                    timers.allreduce += t - t2
+                    t2 = t
                 }
                 let sums = model.backward(n, globalCount: gCount, batchTerms: r == 0)
+                let t3 = now()
                 // Extra slots ride along in the one gradient all-reduce.
                 g[P] = Float(sums.loss); g[P + 1] = Float(n); g[P + 2] = Float(sums.recon)
                 g[P + 3] = Float(sums.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
                 g[P + 5] = 0; g[P + 6] = 0; g[P + 7] = 0
                 comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
+                let t4 = now()
                 let count = Double(g[P + 1])
                 let loss = Double(g[P]) / count
                 if !(loss.isFinite && Trainer.allFinite(g, P)) {
@@ -142,6 +157,9 @@ public final class Trainer {
                     adam.update(params: model.params.pointer, grads: g)
                     epochLossSum += Double(g[P]); epochCount += count
                 }
+                let t5 = now()
+                timers.data += t1 - t0; timers.forward += t2 - t1; timers.backward += t3 - t2
+                timers.allreduce += t4 - t3; timers.optimizer += t5 - t4; timers.steps += 1
                 position.step += 1
                 position.batchInEpoch += 1
                 let dt = now() - t0
@@ -223,6 +241,18 @@ public final class Trainer {
             "loss": config.objective.loss.rawValue, "latent": model.latent,
         ]
         if config.model.variational { summary["test_kl"] = e.pen }
+        if timers.steps > 0 {
+            let k = 1000 / Double(timers.steps)
+            summary["ms_per_step"] = ["data": timers.data * k, "forward": timers.forward * k, "backward": timers.backward * k,
+                                      "allreduce": timers.allreduce * k, "optimizer": timers.optimizer * k,
+                                      "total": trainTime * k]
+            summary["train_gflops"] = Double(model.trainFlopsPerSample) * Double(trainSamples) / max(trainTime, 1e-9) / 1e9
+        }
+        var rss = [Double](repeating: 0, count: W)
+        rss[r] = Trainer.peakRSSMegabytes()
+        comm.allreduceSum(&rss, count: W, what: "memory report")
+        summary["peak_rss_mb"] = rss.max() ?? 0
+        summary["peak_rss_mb_per_rank"] = rss
         if config.model.penalty != .none { summary["penalty"] = config.model.penalty.rawValue }
         if let nz = config.noise { summary["noise"] = nz.description }
         return summary
@@ -233,6 +263,13 @@ public final class Trainer {
     }
 
     static func allFinite(_ g: UnsafePointer<Float>, _ n: Int) -> Bool { aet_all_finite(g, n) != 0 }
+
+    /// Peak resident set size of this process (getrusage ru_maxrss, KiB on Linux).
+    public static func peakRSSMegabytes() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_maxrss) / 1024
+    }
 
     /// FNV-1a over the parameter bytes, folded to 52 bits so it travels exactly as a Double.
     public func parameterChecksum() -> Double {
