@@ -116,17 +116,15 @@ public enum Session {
         if let resumedStep { summary["resumed_from_step"] = resumedStep }
         if let p = trainer.checkpoints?.lastPath { summary["checkpoint"] = p }
         // PCA baseline and report (rank 0; the other ranks are done).
-        if comm.isRoot {
+        if comm.isRoot && config.report {
             var pca: Double? = nil
             let err = catching {
                 let t0 = now()
                 pca = try RunReport.pcaBaseline(train: train, test: test, components: trainer.model.latent)
                 summary["pca_test_mse"] = pca!
                 summary["pca_components"] = min(trainer.model.latent, train.dim)
-                if config.report {
-                    try RunReport.write(trainer: trainer, summary: summary, pcaTestMSE: pca)
-                    summary["report"] = config.out + "/report/report.html"
-                }
+                try RunReport.write(trainer: trainer, summary: summary, pcaTestMSE: pca)
+                summary["report"] = config.out + "/report/report.html"
                 summary["report_seconds"] = now() - t0
             }
             if let err { printError("warning: report not written: \(err.message)") }

@@ -162,3 +162,24 @@ struct Denoise: ParsableCommand {
                            "psnr_noisy_db": psnr(r.noisy), "psnr_denoised_db": psnr(r.output), "grid": output]))
     }
 }
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure one-thread cblas_sgemm GFLOP/s (the reference of Launch/bench.sh); prints JSON.")
+    @Option(help: "BLAS threads.") var threads: Int = 1
+
+    func run() throws {
+        SgemmBench.setThreads(threads)
+        // Square, and the two shapes that dominate an mlp3 step at batch 128.
+        let shapes = [(512, 512, 512), (128, 784, 128), (128, 128, 784)]
+        var out: [String: Any] = ["threads": threads]
+        var best = 0.0
+        for (m, n, k) in shapes {
+            let g = SgemmBench.gflops(m: m, n: n, k: k)
+            out["sgemm_\(m)x\(n)x\(k)_gflops"] = g
+            best = max(best, g)
+        }
+        out["sgemm_gflops"] = best
+        print(JSON.encode(out))
+    }
+}
