@@ -11,6 +11,11 @@ public protocol Communicator: AnyObject {
     func allreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String)
     func allreduceSum(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String)
     func allreduceMax(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String)
+    /// Starts a non-blocking in-place sum (a gradient bucket); `waitAll` completes every started one.
+    func startAllreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String)
+    /// Lets started reductions progress (MPI_Test) while computation goes on.
+    func progress()
+    func waitAll(what: String)
     /// Broadcast `bytes` bytes from `root`.
     func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String)
     func barrier(what: String)
@@ -77,6 +82,9 @@ public final class LocalCommunicator: Communicator {
     public func allreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {}
     public func allreduceSum(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {}
     public func allreduceMax(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {}
+    public func startAllreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {}
+    public func progress() {}
+    public func waitAll(what: String) {}
     public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {}
     public func barrier(what: String) {}
     public func abort(code: Int32) -> Never { exit(code) }
@@ -91,6 +99,9 @@ public final class MPICommunicator: Communicator {
     public var currentStep = 0
     private let state = WatchState()
     private var watchdog: Thread?
+    /// Outstanding non-blocking reductions (fixed capacity: no allocation per step).
+    private let requests = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 1024)
+    private var pending = 0
 
     final class WatchState: @unchecked Sendable {
         let lock = NSLock()
@@ -164,6 +175,23 @@ public final class MPICommunicator: Communicator {
     public func allreduceMax(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {
         enter(what); defer { leave() }
         _ = aet_mpi_allreduce_max_double(buf, Int32(count))
+    }
+
+    public func startAllreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {
+        guard count > 0 else { return }
+        if pending == 1024 { waitAll(what: what) }
+        _ = aet_mpi_iallreduce_float(buf, Int32(count), requests + pending)
+        pending += 1
+    }
+
+    public func progress() {
+        for i in 0..<pending { _ = aet_mpi_test(requests + i) }
+    }
+
+    public func waitAll(what: String) {
+        enter(what); defer { leave() }
+        for i in 0..<pending { _ = aet_mpi_wait(requests + i) }
+        pending = 0
     }
 
     public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {

@@ -26,6 +26,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var keep: Int = 3
     public var resume: String? = nil
     public var checkSync: Int = 0
+    /// Gradient bucket size in MB for all-reduce overlapped with backward (0: one blocking all-reduce).
+    public var bucketSizeMB: Double = 0
     public var collectiveTimeout: Double = 300
     public var onNaN: OnNaN = .stop
     public var onCheckpointError: OnCheckpointError = .stop
@@ -60,6 +62,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         if logEvery <= 0 { throw AETError.usage("--log-every \(logEvery): must be positive") }
         if keep <= 0 { throw AETError.usage("--keep \(keep): must be positive") }
         if checkpointEvery < 0 { throw AETError.usage("--checkpoint-every \(checkpointEvery): must be ≥ 0") }
+        if !(bucketSizeMB >= 0) { throw AETError.usage("--bucket-size \(bucketSizeMB): must be ≥ 0") }
         if checkSync < 0 { throw AETError.usage("--check-sync \(checkSync): must be ≥ 0") }
         if collectiveTimeout < 0 { throw AETError.usage("--collective-timeout \(collectiveTimeout): must be ≥ 0") }
         if worldSize > batchSize {

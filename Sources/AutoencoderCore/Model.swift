@@ -43,6 +43,9 @@ public final class Autoencoder {
     public let decoder: [Layer]
     public let parameterCount: Int
     public let tensors: [ParameterTensor]
+    /// Offset of each layer's parameters in the flat buffer (encoder layers, then decoder layers).
+    let encoderOffsets: [Int]
+    let decoderOffsets: [Int]
     public let maxBatch: Int
     public let inputDim: Int
     public let latent: Int
@@ -115,11 +118,15 @@ public final class Autoencoder {
         params = FloatBuffer(offset)
         grads = FloatBuffer(offset + Autoencoder.extraSlots)
         var p = 0
+        var offsets: [Int] = []
         for l in encoder + decoder {
+            offsets.append(p)
             l.bind(parameters: params.pointer + p, gradients: grads.pointer + p)
             l.reserve(maxBatch: self.maxBatch)
             p += l.parameterCount
         }
+        encoderOffsets = Array(offsets.prefix(encoder.count))
+        decoderOffsets = Array(offsets.suffix(decoder.count))
         let mb = self.maxBatch
         input = FloatBuffer(mb * inputDim)
         target = FloatBuffer(mb * inputDim)
@@ -236,7 +243,9 @@ public final class Autoencoder {
     /// so after the sum all-reduce they are the gradient of the global-batch mean.
     /// `codeStats` must hold the global column sums for sparse-kl; `batchTerms` adds the
     /// batch-level penalty (counted once, on one rank).
-    public func backward(_ n: Int, globalCount: Int, batchTerms: Bool) -> StepSums {
+    /// `gradientsFinal(offset)` is called as soon as every gradient from `offset` to the end of the
+    /// buffer is final (layers finish in reverse order), so buckets can be reduced during backward.
+    public func backward(_ n: Int, globalCount: Int, batchTerms: Bool, gradientsFinal: (Int) -> Void = { _ in }) -> StepSums {
         var sums = StepSums()
         let scale = 1 / Float(globalCount)
         let dlogits = gradA.pointer
@@ -251,6 +260,8 @@ public final class Autoencoder {
             let x = i > 0 ? UnsafePointer(decActs[i - 1].pointer) : UnsafePointer(decoderInput)
             decoder[i].backward(x: x, y: decActs[i].pointer, dy: dy, dx: spare, batch: n)
             swap(&dy, &spare)
+            // The contractive penalty still adds to the last encoder layer's dW: not final yet.
+            gradientsFinal(decoderOffsets[i])
         }
         // dy now holds dL/d(decoder input).
         if spec.variational {
@@ -263,6 +274,7 @@ public final class Autoencoder {
             let x = i > 0 ? UnsafePointer(encActs[i - 1].pointer) : UnsafePointer(networkInput)
             encoder[i].backward(x: x, y: encActs[i].pointer, dy: dy, dx: i > 0 ? spare : nil, batch: n)
             swap(&dy, &spare)
+            gradientsFinal(encoderOffsets[i])
         }
         let beta = spec.variational ? Double(objective.beta) : 1
         sums.loss = sums.recon + beta * sums.penalty

@@ -100,6 +100,7 @@ public final class Trainer {
         var lastEval: (mse: Double, bce: Double, pen: Double)? = nil
         var lastEvalStep = -1
         let g = model.grads.pointer
+        let bucketFloats = comm.size > 1 ? Int(config.bucketSizeMB * 1_000_000 / 4) : 0
         var perm: [Int32] = []
         var permEpoch = -1
 
@@ -138,13 +139,30 @@ public final class Trainer {
                     timers.allreduce += t - t2
                     t2 = t
                 }
-                let sums = model.backward(n, globalCount: gCount, batchTerms: r == 0)
+                // Overlap: with --bucket-size, each bucket of finished gradients (last layers first)
+                // starts its non-blocking all-reduce while the backward pass goes on.
+                var pendingEnd = P
+                let sums = model.backward(n, globalCount: gCount, batchTerms: r == 0) { offset in
+                    guard bucketFloats > 0 else { return }
+                    if pendingEnd - offset >= bucketFloats {
+                        comm.startAllreduceSum(g + offset, count: pendingEnd - offset, what: "gradient bucket all-reduce")
+                        pendingEnd = offset
+                    } else {
+                        comm.progress()
+                    }
+                }
                 let t3 = now()
                 // Extra slots ride along in the one gradient all-reduce.
                 g[P] = Float(sums.loss); g[P + 1] = Float(n); g[P + 2] = Float(sums.recon)
                 g[P + 3] = Float(sums.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
                 g[P + 5] = 0; g[P + 6] = 0; g[P + 7] = 0
-                comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
+                if pendingEnd < P {
+                    comm.startAllreduceSum(g, count: pendingEnd, what: "gradient bucket all-reduce")
+                    comm.startAllreduceSum(g + P, count: Autoencoder.extraSlots, what: "gradient bucket all-reduce")
+                    comm.waitAll(what: "gradient bucket all-reduce")
+                } else {
+                    comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
+                }
                 let t4 = now()
                 let count = Double(g[P + 1])
                 let loss = Double(g[P]) / count

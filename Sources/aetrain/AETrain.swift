@@ -79,6 +79,8 @@ struct TrainOptions: ParsableArguments {
     @Option(help: "Keep the newest N checkpoints.") var keep: Int = 3
     @Option(help: "Resume: auto (newest valid checkpoint in --out, else fresh) or a checkpoint path.") var resume: String?
     @Option(help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
+    @Option(help: "Gradient bucket size in MB: all-reduce buckets during backward, overlapped (0: one all-reduce after backward).")
+    var bucketSize: Double = 0
     @Option(help: "Abort the job when a collective is pending longer than SEC seconds (0 disables).") var collectiveTimeout: Double = 300
     @Option(help: "On a non-finite loss or gradient: stop or skip the step.") var onNan: OnNaN = .stop
     @Option(help: "On a failed checkpoint write: stop or continue.") var onCheckpointError: OnCheckpointError = .stop
@@ -143,6 +145,7 @@ struct TrainOptions: ParsableArguments {
         c.keep = keep
         c.resume = resume
         c.checkSync = checkSync
+        c.bucketSizeMB = bucketSize
         c.collectiveTimeout = collectiveTimeout
         c.onNaN = onNan
         c.onCheckpointError = onCheckpointError

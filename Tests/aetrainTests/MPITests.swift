@@ -22,13 +22,13 @@ final class MPITests: XCTestCase {
         let plain = AE.run(args + ["--out", base + "/plain"], timeout: 180)
         XCTAssertEqual(plain.status, 0, plain.stderr)
         runs.append(("no mpirun", AE.stepLosses(base + "/plain"), try AE.parameters(AE.latestCheckpoint(base + "/plain")!)))
-        for np in [1, 2, 4] {
-            let out = base + "/np\(np)"
-            let r = try AE.mpirun(np, args + ["--out", out], timeout: 240)
+        for (np, bucket) in [(1, "0"), (2, "0"), (4, "0"), (2, "0.05"), (4, "0.05")] {
+            let out = base + "/np\(np)-bucket\(bucket)"
+            let r = try AE.mpirun(np, args + ["--out", out, "--bucket-size", bucket], timeout: 240)
             XCTAssertEqual(r.status, 0, r.stderr)
             let summary = try XCTUnwrap(AE.json(out + "/summary.json"))
             XCTAssertEqual(summary["world_size"] as? Int, np)
-            runs.append(("np \(np)", AE.stepLosses(out), try AE.parameters(XCTUnwrap(AE.latestCheckpoint(out)))))
+            runs.append(("np \(np) bucket \(bucket) MB", AE.stepLosses(out), try AE.parameters(XCTUnwrap(AE.latestCheckpoint(out)))))
         }
         let (_, refLoss, refParams) = runs[0]
         XCTAssertEqual(refLoss.count, 30)
