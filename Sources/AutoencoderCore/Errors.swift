@@ -39,5 +39,5 @@ public enum ExitCode {
 
 /// Writes one line to stderr (unbuffered).
 public func printError(_ s: String) {
-    FileHandle.standardError.write((s + "\n").data(using: .utf8)!)
+    fputs(s + "\n", stderr)  // C stdio: a closed or full stderr is an error code, not a crash
 }

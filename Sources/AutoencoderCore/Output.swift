@@ -29,13 +29,13 @@ public enum JSON {
 /// Appends JSON Lines to OUT/metrics.jsonl (rank 0 only), flushed at every line so a crash
 /// loses nothing already reported.
 public final class MetricsWriter {
-    let handle: FileHandle
+    let fd: Int32
     public let path: String
+    private var warned = false
 
     /// `keepUpToStep`: on resume, keep only the lines up to the checkpoint's step.
     public init(path: String, keepUpToStep: Int?) throws {
         self.path = path
-        let fm = FileManager.default
         var kept = ""
         if let limit = keepUpToStep, let old = try? String(contentsOfFile: path, encoding: .utf8) {
             for line in old.split(separator: "\n") {
@@ -45,19 +45,24 @@ public final class MetricsWriter {
             }
         }
         try AtomicFile.write(kept.data(using: .utf8)!, to: URL(fileURLWithPath: path))
-        _ = fm
-        guard let h = FileHandle(forWritingAtPath: path) else {
-            throw AETError.io("\(path): cannot open for writing")
-        }
-        h.seekToEndOfFile()
-        handle = h
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        if fd < 0 { throw AETError.io("\(path): cannot open for writing: \(String(cString: strerror(errno)))") }
     }
 
+    /// Appends one line. A failed write (disk full) warns once and training goes on: the
+    /// checkpoint policy decides what a full disk means for the run.
     public func write(_ obj: [String: Any]) {
-        handle.write((JSON.encode(obj) + "\n").data(using: .utf8)!)
+        let line = JSON.encode(obj) + "\n"
+        let ok = line.utf8CString.withUnsafeBufferPointer { b in
+            Foundation.write(fd, b.baseAddress!, b.count - 1) == b.count - 1
+        }
+        if !ok && !warned {
+            warned = true
+            printError("warning: \(path): cannot append metrics: \(String(cString: strerror(errno)))")
+        }
     }
 
-    public func close() { try? handle.close() }
+    public func close() { Foundation.close(fd) }
 }
 
 /// Progress on stderr: a bar when stderr is a TTY, plain periodic lines otherwise (cluster logs).
@@ -72,13 +77,13 @@ public struct Progress {
             let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
             let line = String(format: "\repoch %d/%d %@ %3.0f%% step %d loss %.5f %.0f samples/s ",
                               epoch, epochs, bar, frac * 100, step, loss, rate)
-            FileHandle.standardError.write(line.data(using: .utf8)!)
+            fputs(line, stderr)
         } else {
             printError(String(format: "epoch %d/%d step %d loss %.6f samples/s %.0f", epoch, epochs, step, loss, rate))
         }
     }
 
     public func endLine() {
-        if tty { FileHandle.standardError.write("\n".data(using: .utf8)!) }
+        if tty { fputs("\n", stderr) }
     }
 }

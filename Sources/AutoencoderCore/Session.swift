@@ -16,6 +16,7 @@ public enum Session {
         }
         Threads.configure(worldSize: comm.size)
         Signals.install()
+        signal(SIGPIPE, SIG_IGN)
         do {
             try body(comm)
             comm.finalize()
