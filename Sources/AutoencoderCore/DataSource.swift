@@ -98,6 +98,7 @@ public enum DataSource {
             if got == 0 { break }
             buf.withUnsafeBytes { d.update($0.baseAddress!, Int(got)) }
         }
+        try f.checkCleanEnd()
         return d.finalizeHex()
     }
 

@@ -83,7 +83,7 @@ public enum IDX {
         guard rows == 28, cols == 28 else {
             throw AETError.data("\(path): images are \(rows)×\(cols), expected 28×28")
         }
-        let keep = min(n, limit ?? n)
+        let keep = max(0, min(n, limit ?? n))
         let dim = rows * cols
         var pixels = [UInt8](repeating: 0, count: keep * dim)
         try pixels.withUnsafeMutableBytes { try f.read(into: $0, expectedTotal: 16 + n * dim, offset: 16) }
@@ -101,10 +101,13 @@ public enum IDX {
         }
         let n = Int(be32(header, 4))
         guard n <= 100_000_000 else { throw AETError.data("\(path): implausible label count \(n)") }
-        let keep = min(n, limit ?? n)
+        let keep = max(0, min(n, limit ?? n))
         var labels = [UInt8](repeating: 0, count: keep)
         try labels.withUnsafeMutableBytes { try f.read(into: $0, expectedTotal: 8 + n, offset: 8) }
-        try f.skipRest(expectedTotal: 8 + n, consumed: 8 + keep)
+        // Range-check every label, including those past the limit.
+        try f.skipRest(expectedTotal: 8 + n, consumed: 8 + keep) { chunk in
+            if let bad = chunk.first(where: { $0 > 9 }) { throw AETError.data("\(path): label \(bad) out of range 0...9") }
+        }
         if let bad = labels.first(where: { $0 > 9 }) {
             throw AETError.data("\(path): label \(bad) out of range 0...9")
         }
@@ -150,7 +153,8 @@ final class GzFile {
 
     private func errorText() -> String {
         var code: Int32 = 0
-        let msg = gzerror(handle, &code).map { String(cString: $0) } ?? "read error"
+        var msg = gzerror(handle, &code).map { String(cString: $0) } ?? "read error"
+        if msg.hasPrefix(path + ": ") { msg.removeFirst(path.count + 2) }  // zlib prefixes the path
         return msg.isEmpty ? "read error" : msg
     }
 
@@ -178,7 +182,7 @@ final class GzFile {
     }
 
     /// Reads and discards the rest, checking the length matches the header exactly.
-    func skipRest(expectedTotal: Int, consumed: Int) throws {
+    func skipRest(expectedTotal: Int, consumed: Int, inspect: (UnsafeRawBufferPointer) throws -> Void = { _ in }) throws {
         var remaining = expectedTotal - consumed
         var scratch = [UInt8](repeating: 0, count: 1 << 16)
         var pos = consumed
@@ -189,12 +193,22 @@ final class GzFile {
             if got == 0 {
                 throw AETError.data("\(path): truncated: \(pos) bytes of data, expected \(expectedTotal) from the header")
             }
+            try scratch.withUnsafeBytes { try inspect(UnsafeRawBufferPointer(rebasing: $0[0..<Int(got)])) }
             remaining -= Int(got)
             pos += Int(got)
         }
         let extra = scratch.withUnsafeMutableBytes { gzread(handle, $0.baseAddress, 1) }
         if extra < 0 { throw AETError.data("\(path): \(gzipped ? "corrupt gzip data" : "read error"): \(errorText())") }
         if extra > 0 { throw AETError.data("\(path): longer than its header says (\(expectedTotal) bytes): trailing data") }
+        try checkCleanEnd()
+    }
+
+    /// gzread returns 0 both at a clean end and when the gzip stream was cut short (e.g. inside
+    /// its CRC/length trailer); only gzerror tells them apart (Z_BUF_ERROR).
+    func checkCleanEnd() throws {
+        var code: Int32 = Z_OK
+        _ = gzerror(handle, &code)
+        if code != Z_OK { throw AETError.data("\(path): truncated gzip stream (unexpected end of file)") }
     }
 }
 

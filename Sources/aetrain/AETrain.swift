@@ -57,12 +57,12 @@ struct TrainOptions: ParsableArguments {
     @Option(help: "Epochs.") var epochs: Int = 10
     @Option(help: "Stop after this many optimizer steps.") var maxSteps: Int?
     @Option(help: "Global batch size (split across ranks).") var batchSize: Int = 128
-    @Option(help: "Learning rate.") var lr: Float = 1e-3
-    @Option(help: "Weight decay (L2 added to the gradient, as torch.optim.Adam; decoupled with --adamw).") var weightDecay: Float = 0
+    @Option(help: "Learning rate.") var lr: Double = 1e-3
+    @Option(help: "Weight decay (L2 added to the gradient, as torch.optim.Adam; decoupled with --adamw).") var weightDecay: Double = 0
     @Flag(help: "AdamW: decoupled weight decay.") var adamw = false
-    @Option(help: "Adam beta1.") var beta1: Float = 0.9
-    @Option(help: "Adam beta2.") var beta2: Float = 0.999
-    @Option(help: "Adam epsilon.") var eps: Float = 1e-8
+    @Option(help: "Adam beta1.") var beta1: Double = 0.9
+    @Option(help: "Adam beta2.") var beta2: Double = 0.999
+    @Option(help: "Adam epsilon.") var eps: Double = 1e-8
     @Option(help: "Random seed (initialisation, data order, noise, VAE sampling).") var seed: UInt64 = 0
     @Option(help: "Use only the first N training images.") var trainLimit: Int?
     @Option(help: "Use only the first N test images.") var testLimit: Int?
