@@ -110,6 +110,23 @@ public enum Session {
             trainer.initializeParameters()
         }
         try comm.agree(comm.isRoot ? catching { try trainer.openMetrics(resumedAt: resumedStep) } : nil, what: "opening metrics.jsonl")
+        var pcaCache: Double? = nil
+        func pcaBaseline() throws -> Double {
+            if let p = pcaCache { return p }
+            pcaCache = try RunReport.pcaBaseline(train: train, test: test, components: trainer.model.latent)
+            return pcaCache!
+        }
+        if config.reportEveryEpoch && config.report && comm.isRoot {
+            // Rank 0 rewrites the report after each epoch; the others wait at the next all-reduce.
+            trainer.onEpochEnd = { t in
+                let last = RunReport.curves(out: config.out).1.last
+                let partial: [String: Any] = ["model": config.model.name, "epochs_completed": t.position.epoch,
+                                              "steps": t.position.step, "test_mse": last?.mse ?? Double.nan]
+                if let err = catching({ try RunReport.write(trainer: t, summary: partial, pcaTestMSE: try pcaBaseline()) }) {
+                    printError("warning: epoch report not written: \(err.message)")
+                }
+            }
+        }
         if comm.isRoot {
             printError("aetrain \(aetrainVersion): \(config.model.name) (\(trainer.model.parameterCount) parameters) on \(config.dataset.rawValue), \(comm.size) rank(s), global batch \(config.batchSize), \(trainer.batchesPerEpoch) steps per epoch, BLAS threads \(Threads.blasThreads)")
         }
@@ -121,7 +138,7 @@ public enum Session {
             var pca: Double? = nil
             let err = catching {
                 let t0 = now()
-                pca = try RunReport.pcaBaseline(train: train, test: test, components: trainer.model.latent)
+                pca = try pcaBaseline()
                 summary["pca_test_mse"] = pca!
                 summary["pca_components"] = min(trainer.model.latent, train.dim)
                 try RunReport.write(trainer: trainer, summary: summary, pcaTestMSE: pca)
