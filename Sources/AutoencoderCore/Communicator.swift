@@ -141,7 +141,6 @@ public final class MPICommunicator: Communicator {
                 }
             }
         }
-        t.stackSize = 1 << 16
         t.start()
         watchdog = t
     }

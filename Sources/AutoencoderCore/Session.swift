@@ -34,15 +34,38 @@ public enum Session {
         }
     }
 
-    /// Checks that every rank resolved the same configuration (hash compared with rank 0's).
+    /// Checks that every rank resolved the same configuration as rank 0, and names what differs.
     public static func checkSameConfig(_ config: TrainConfig, comm: Communicator) throws {
         guard comm.size > 1 else { return }
-        var h = Array(config.hash.utf8)
-        let mine = h
-        comm.broadcast(&h, root: 0, what: "config check")
-        let err: AETError? = h == mine ? nil
-            : AETError("configuration differs from rank 0's (config hash \(String(decoding: mine.prefix(12), as: UTF8.self)) vs \(String(decoding: h.prefix(12), as: UTF8.self))); every rank must get the same flags", exitCode: ExitCode.distributed)
+        let mine = Array(config.json().utf8)
+        var root = mine
+        comm.broadcast(&root, root: 0, what: "config check")
+        var err: AETError? = nil
+        if root != mine {
+            let here = flatten(JSON.parseObject(String(decoding: mine, as: UTF8.self)) ?? [:])
+            let there = flatten(JSON.parseObject(String(decoding: root, as: UTF8.self)) ?? [:])
+            let keys = Set(here.keys).union(there.keys).filter { here[$0] != there[$0] }.sorted()
+            let detail = keys.prefix(4).map { "\($0) is \(here[$0] ?? "unset") here, \(there[$0] ?? "unset") on rank 0" }
+                .joined(separator: "; ")
+            err = AETError("configuration differs from rank 0's: \(detail); every rank must get the same flags",
+                           exitCode: ExitCode.distributed)
+        }
         try comm.agree(err, what: "config check")
+    }
+
+    /// Nested JSON object → ["adam.lr": "0.001", …], for naming differences.
+    static func flatten(_ obj: [String: Any], prefix: String = "") -> [String: String] {
+        var out: [String: String] = [:]
+        for (k, v) in obj {
+            if let d = v as? [String: Any] {
+                out.merge(flatten(d, prefix: prefix + k + "."), uniquingKeysWith: { a, _ in a })
+            } else if let a = v as? [Any], let data = try? JSONSerialization.data(withJSONObject: a, options: [.sortedKeys]) {
+                out[prefix + k] = String(decoding: data, as: UTF8.self)
+            } else {
+                out[prefix + k] = "\(v)"
+            }
+        }
+        return out
     }
 
     /// Warns (or, under --strict launch checks, fails) when the MPI world size disagrees with the
@@ -151,8 +174,8 @@ public enum Session {
         if comm.isRoot {
             try comm.agree(catching { try writeSummary(summary, out: config.out) }, what: "writing summary.json")
             printError(String(format: "done: %d steps, test MSE %.6f, test BCE %.6f, %.0f samples/s; outputs in %@",
-                              summary["steps"] as! Int, summary["test_mse"] as! Double, summary["test_bce"] as! Double,
-                              summary["samples_per_second"] as! Double, config.out))
+                              summary["steps"] as? Int ?? 0, summary["test_mse"] as? Double ?? .nan,
+                              summary["test_bce"] as? Double ?? .nan, summary["samples_per_second"] as? Double ?? 0, config.out))
         } else {
             try comm.agree(nil, what: "writing summary.json")
         }

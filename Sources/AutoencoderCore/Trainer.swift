@@ -252,7 +252,7 @@ public final class Trainer {
             "global_batch_size": B, "param_count": P,
             "train_loss": epochCount > 0 ? epochLossSum / epochCount : Double.nan,
             "test_mse": e.mse, "test_bce": e.bce,
-            "samples_per_second": trainSamples > 0 ? Double(trainSamples) / trainTime : 0,
+            "samples_per_second": trainSamples > 0 ? Double(trainSamples) / trainTime : 0.0,
             "train_seconds": trainTime, "wall_seconds": now() - wallStart,
             "train_samples": trainSamples, "train_set_size": N, "test_set_size": testSet.count,
             "blas_threads": Threads.blasThreads, "aetrain_version": aetrainVersion,

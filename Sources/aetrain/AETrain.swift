@@ -51,37 +51,37 @@ struct TrainOptions: ParsableArguments {
     var dataDir: String?
     @Option(help: "Model preset (see `aetrain models`), or `custom` with --encoder/--latent.") var model: String = "mlp3"
     @Option(help: "Custom MLP hidden widths, e.g. 256,64 (implies --model custom).") var encoder: String?
-    @Option(help: "Custom MLP code size (with --encoder).") var latent: Int?
+    @Option(parsing: .unconditional, help: "Custom MLP code size (with --encoder).") var latent: Int?
     @Option(help: "Custom MLP activation: relu, leaky-relu, tanh, sigmoid, identity.") var activation: Activation = .relu
     @Option(help: "Loss: mse, bce or l1 (default: the preset's).") var loss: LossKind?
-    @Option(help: "Epochs.") var epochs: Int = 10
-    @Option(help: "Stop after this many optimizer steps.") var maxSteps: Int?
-    @Option(help: "Global batch size (split across ranks).") var batchSize: Int = 128
-    @Option(help: "Learning rate.") var lr: Double = 1e-3
-    @Option(help: "Weight decay (L2 added to the gradient, as torch.optim.Adam; decoupled with --adamw).") var weightDecay: Double = 0
+    @Option(parsing: .unconditional, help: "Epochs.") var epochs: Int = 10
+    @Option(parsing: .unconditional, help: "Stop after this many optimizer steps.") var maxSteps: Int?
+    @Option(parsing: .unconditional, help: "Global batch size (split across ranks).") var batchSize: Int = 128
+    @Option(parsing: .unconditional, help: "Learning rate.") var lr: Double = 1e-3
+    @Option(parsing: .unconditional, help: "Weight decay (L2 added to the gradient, as torch.optim.Adam; decoupled with --adamw).") var weightDecay: Double = 0
     @Flag(help: "AdamW: decoupled weight decay.") var adamw = false
-    @Option(help: "Adam beta1.") var beta1: Double = 0.9
-    @Option(help: "Adam beta2.") var beta2: Double = 0.999
-    @Option(help: "Adam epsilon.") var eps: Double = 1e-8
-    @Option(help: "Random seed (initialisation, data order, noise, VAE sampling).") var seed: UInt64 = 0
-    @Option(help: "Use only the first N training images.") var trainLimit: Int?
-    @Option(help: "Use only the first N test images.") var testLimit: Int?
+    @Option(parsing: .unconditional, help: "Adam beta1.") var beta1: Double = 0.9
+    @Option(parsing: .unconditional, help: "Adam beta2.") var beta2: Double = 0.999
+    @Option(parsing: .unconditional, help: "Adam epsilon.") var eps: Double = 1e-8
+    @Option(parsing: .unconditional, help: "Random seed (initialisation, data order, noise, VAE sampling).") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Use only the first N training images.") var trainLimit: Int?
+    @Option(parsing: .unconditional, help: "Use only the first N test images.") var testLimit: Int?
     @Option(help: "Output folder.") var out: String = "./aetrain-run"
-    @Option(help: "Log every N steps to metrics.jsonl and the console.") var logEvery: Int = 50
+    @Option(parsing: .unconditional, help: "Log every N steps to metrics.jsonl and the console.") var logEvery: Int = 50
     @Flag(help: "Round pixels to 0/1 (Keras BCE tutorial).") var binarize = false
     @Option(name: .customLong("init"), help: "Initialisation: torch or glorot (default: the preset's).") var initScheme: InitScheme?
     @Option(help: "Input noise for denoising: gaussian:STD, speckle:STD, salt-pepper:P, mask:P.") var noise: String?
-    @Option(help: "sparse-l1 λ / sparse-kl weight.") var sparsityWeight: Float?
-    @Option(help: "sparse-kl target activation ρ.") var sparsityTarget: Float?
-    @Option(help: "contractive λ.") var contractiveWeight: Float?
-    @Option(help: "VAE β on the KL term.") var beta: Float?
-    @Option(help: "Also checkpoint every N steps (0: epoch ends only).") var checkpointEvery: Int = 0
-    @Option(help: "Keep the newest N checkpoints.") var keep: Int = 3
+    @Option(parsing: .unconditional, help: "sparse-l1 λ / sparse-kl weight.") var sparsityWeight: Float?
+    @Option(parsing: .unconditional, help: "sparse-kl target activation ρ.") var sparsityTarget: Float?
+    @Option(parsing: .unconditional, help: "contractive λ.") var contractiveWeight: Float?
+    @Option(parsing: .unconditional, help: "VAE β on the KL term.") var beta: Float?
+    @Option(parsing: .unconditional, help: "Also checkpoint every N steps (0: epoch ends only).") var checkpointEvery: Int = 0
+    @Option(parsing: .unconditional, help: "Keep the newest N checkpoints.") var keep: Int = 3
     @Option(help: "Resume: auto (newest valid checkpoint in --out, else fresh) or a checkpoint path.") var resume: String?
-    @Option(help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
-    @Option(help: "Gradient bucket size in MB: all-reduce buckets during backward, overlapped (0: one all-reduce after backward).")
+    @Option(parsing: .unconditional, help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
+    @Option(parsing: .unconditional, help: "Gradient bucket size in MB: all-reduce buckets during backward, overlapped (0: one all-reduce after backward).")
     var bucketSize: Double = 0
-    @Option(help: "Abort the job when a collective is pending longer than SEC seconds (0 disables).") var collectiveTimeout: Double = 300
+    @Option(parsing: .unconditional, help: "Abort the job when a collective is pending longer than SEC seconds (0 disables).") var collectiveTimeout: Double = 300
     @Option(help: "On a non-finite loss or gradient: stop or skip the step.") var onNan: OnNaN = .stop
     @Option(help: "On a failed checkpoint write: stop or continue.") var onCheckpointError: OnCheckpointError = .stop
     @Flag(help: "Do not write OUT/report/.") var noReport = false

@@ -31,6 +31,11 @@ final class CheckpointE2ETests: XCTestCase {
         let s = try XCTUnwrap(AE.json(base + "/split/summary.json"))
         XCTAssertEqual(s["resumed_from_step"] as? Int, 16)
         XCTAssertEqual(s["steps"] as? Int, 32)
+        // A requeued job resumes a finished run: nothing left to train, still a clean exit.
+        let again = try AE.mpirun(2, common(mnist) + ["--epochs", "2", "--resume", "auto", "--out", base + "/split"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertEqual(try XCTUnwrap(AE.json(base + "/split/summary.json"))["steps"] as? Int, 32)
+        XCTAssertEqual(AE.stepLosses(base + "/split").count, 32)
     }
 
     func testResumeAtAnotherWorldSizeContinuesTheSameRun() throws {
@@ -176,5 +181,43 @@ final class CheckpointE2ETests: XCTestCase {
                                                "encoder.4.weight", "encoder.4.bias", "decoder.0.weight", "decoder.0.bias",
                                                "decoder.2.weight", "decoder.2.bias", "decoder.4.weight", "decoder.4.bias"])
         XCTAssertEqual(d.tensors.last!.shape, [784])
+    }
+}
+
+/// The checkpoint means what PyTorch would mean by it: an independent reader (Python, from the
+/// safetensors spec) plus numpy with nn.Linear semantics (y = x Wᵀ + b) reproduces `reconstruct`.
+final class PyTorchSemanticsTests: XCTestCase {
+    func testNumpyForwardWithStateDictMatchesReconstruct() throws {
+        let mnist = try AE.requireMNIST()
+        guard AE.exec(["python3", "-c", "import numpy"], timeout: 30).status == 0 else { throw XCTSkip("python3 with numpy not available") }
+        let out = AE.tempDir("torchsem")
+        XCTAssertEqual(AE.run(["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "1000", "--test-limit", "100",
+                               "--epochs", "1", "--out", out, "--no-report"]).status, 0)
+        let ck = try XCTUnwrap(AE.latestCheckpoint(out))
+        XCTAssertEqual(AE.run(["reconstruct", "--checkpoint", ck, "--output", out + "/rec.npy", "--data-dir", mnist, "--limit", "10"]).status, 0)
+        let script = """
+        import json, struct, sys, gzip, numpy as np
+        raw = open(sys.argv[1], 'rb').read()
+        n = struct.unpack('<Q', raw[:8])[0]
+        header = json.loads(raw[8:8 + n]); data = raw[8 + n:]
+        def t(name):
+            h = header[name]; b, e = h['data_offsets']
+            assert h['dtype'] == 'F32'
+            return np.frombuffer(data[b:e], dtype='<f4').reshape(h['shape'])
+        with gzip.open(sys.argv[2] + '/t10k-images-idx3-ubyte.gz') as f:
+            x = np.frombuffer(f.read(), dtype=np.uint8, offset=16)[:7840].reshape(10, 784).astype(np.float32) / 255
+        def seq(prefix, h, idx, last_sigmoid):
+            for k, i in enumerate(idx):
+                h = h @ t(f'{prefix}.{i}.weight').T + t(f'{prefix}.{i}.bias')   # nn.Linear
+                if k < len(idx) - 1: h = np.maximum(h, 0)                       # nn.ReLU
+            return 1 / (1 + np.exp(-h)) if last_sigmoid else h
+        y = seq('decoder', seq('encoder', x, [0, 2, 4, 6], False), [0, 2, 4, 6], True)
+        ref = np.load(sys.argv[3])
+        print(float(np.abs(y.reshape(ref.shape) - ref).max()))
+        """
+        let r = AE.exec(["python3", "-c", script, ck, mnist, out + "/rec.npy"], timeout: 60)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let diff = try XCTUnwrap(Double(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)), r.stdout)
+        XCTAssertLessThan(diff, 1e-5)
     }
 }

@@ -75,7 +75,7 @@ final class MPITests: XCTestCase {
                          "-np", "1", AE.binary] + common + ["--lr", "0.002"], timeout: 60)
         XCTAssertFalse(r.timedOut, "hung on a config mismatch")
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("configuration differs from rank 0"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("configuration differs from rank 0") && r.stderr.contains("adam.lr is 0.002 here, 0.001 on rank 0"), r.stderr)
         XCTAssertTrue(r.stderr.contains("rank 1: error:"), r.stderr)
         XCTAssertLessThan(r.seconds, 30)
     }
