@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# aetrain on this machine: install what is missing, build, then mpirun -np ${NP:-4}.
+#
+# Arithmetic (defaults): --batch-size is the GLOBAL batch, split across the ranks:
+#   4 ranks × 32 samples per rank = 128 global batch (the --batch-size default)
+#   steps per epoch = ceil(60000 / 128) = 469  (MNIST / Fashion-MNIST training set)
+# Same global batch at any NP, so NP=1, 2 or 4 take the same steps (up to float summation order).
+#
+# Usage (from any directory):
+#   Launch/run.sh --dataset mnist --data-dir /path/to/mnist --epochs 1 --out /tmp/run
+#   NP=2 Launch/run.sh ...        # ranks (default 4); --oversubscribe is added when NP > nproc
+# Environment: NP (ranks), AETRAIN_SKIP_INSTALL=1 (do not touch packages),
+#   OPENBLAS_NUM_THREADS / OMP_NUM_THREADS (default 1 per rank).
+# Exit code: aetrain's (0 ok, 2 usage, 3 bad input, 4 I/O, 5 non-finite, 6 distributed, 75 preempted).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cd "$root"
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+
+NP="${NP:-4}"
+if ! [[ "$NP" =~ ^[1-9][0-9]*$ ]]; then
+    say "NP=$NP: expected a positive number of ranks"
+    exit 2
+fi
+
+# --- 1. system packages --------------------------------------------------------------------
+packages=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev libssl-dev pkg-config dataset-fashion-mnist)
+
+if [[ "${AETRAIN_SKIP_INSTALL:-0}" != 1 ]]; then
+    if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+        missing=()
+        for p in "${packages[@]}"; do
+            if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+                missing+=("$p")
+            fi
+        done
+        if ((${#missing[@]})); then
+            if [[ "$(id -u)" -eq 0 ]]; then
+                sudo=()
+            elif command -v sudo >/dev/null 2>&1; then
+                sudo=(sudo)
+            else
+                say "missing packages: ${missing[*]}"
+                say "not root and no sudo: ask an administrator to run: apt-get install -y ${missing[*]}"
+                exit 1
+            fi
+            say "installing: ${missing[*]}"
+            export DEBIAN_FRONTEND=noninteractive
+            if ! "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; then
+                "${sudo[@]}" apt-get update
+                "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+            fi
+        fi
+    else
+        say "this system has no apt-get; install the equivalents of these Debian packages yourself:"
+        say "  Open MPI (mpirun and the development headers: libopenmpi-dev openmpi-bin),"
+        say "  OpenBLAS (libopenblas-dev), zlib (zlib1g-dev), OpenSSL libcrypto (libssl-dev), pkg-config,"
+        say "  and Fashion-MNIST's four IDX files (dataset-fashion-mnist, or: aetrain fetch fashion-mnist)"
+        say "then run again with AETRAIN_SKIP_INSTALL=1"
+        exit 1
+    fi
+fi
+
+# --- 2. toolchain and build ----------------------------------------------------------------
+if ! command -v swift >/dev/null 2>&1; then
+    say "swift is not on PATH: install Swift 6.x for your distribution from https://www.swift.org/install/"
+    say "(the Linux tarball or swiftly), then add its usr/bin to PATH and run this again"
+    exit 1
+fi
+if ! command -v mpirun >/dev/null 2>&1; then
+    say "mpirun is not on PATH (Debian: apt-get install openmpi-bin)"
+    exit 1
+fi
+
+swift build -c release >&2
+bin="$(swift build -c release --show-bin-path)/aetrain"
+[[ -x "$bin" ]] || { say "build produced no $bin"; exit 1; }
+
+# --- 3. launch -----------------------------------------------------------------------------
+mpiargs=(-np "$NP")
+cores="$(nproc 2>/dev/null || echo 1)"
+if ((cores < NP)); then
+    mpiargs+=(--oversubscribe)
+fi
+if [[ "$(id -u)" -eq 0 ]]; then
+    # Open MPI refuses root unless both are set; only here, never for normal users.
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+# Ranks share the cores: one BLAS/OpenMP thread each unless the user chose otherwise.
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+
+say "mpirun ${mpiargs[*]} $bin $*"
+# exec: signals sent to this script (TERM, USR1) reach mpirun, and the exit code is aetrain's.
+exec mpirun "${mpiargs[@]}" "$bin" "$@"
