@@ -26,43 +26,8 @@ if ! [[ "$NP" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 
-# --- 1. system packages --------------------------------------------------------------------
-packages=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev libssl-dev pkg-config dataset-fashion-mnist)
-
-if [[ "${AETRAIN_SKIP_INSTALL:-0}" != 1 ]]; then
-    if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
-        missing=()
-        for p in "${packages[@]}"; do
-            if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-                missing+=("$p")
-            fi
-        done
-        if ((${#missing[@]})); then
-            if [[ "$(id -u)" -eq 0 ]]; then
-                sudo=()
-            elif command -v sudo >/dev/null 2>&1; then
-                sudo=(sudo)
-            else
-                say "missing packages: ${missing[*]}"
-                say "not root and no sudo: ask an administrator to run: apt-get install -y ${missing[*]}"
-                exit 1
-            fi
-            say "installing: ${missing[*]}"
-            export DEBIAN_FRONTEND=noninteractive
-            if ! "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; then
-                "${sudo[@]}" apt-get update
-                "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-            fi
-        fi
-    else
-        say "this system has no apt-get; install the equivalents of these Debian packages yourself:"
-        say "  Open MPI (mpirun and the development headers: libopenmpi-dev openmpi-bin),"
-        say "  OpenBLAS (libopenblas-dev), zlib (zlib1g-dev), OpenSSL libcrypto (libssl-dev), pkg-config,"
-        say "  and Fashion-MNIST's four IDX files (dataset-fashion-mnist, or: aetrain fetch fashion-mnist)"
-        say "then run again with AETRAIN_SKIP_INSTALL=1"
-        exit 1
-    fi
-fi
+# --- 1. system packages (only the missing ones; AETRAIN_SKIP_INSTALL=1 skips) -----------------
+"$here/install-deps.sh"
 
 # --- 2. toolchain and build ----------------------------------------------------------------
 if ! command -v swift >/dev/null 2>&1; then
