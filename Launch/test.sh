@@ -22,6 +22,7 @@ suite() {  # name, command...
 }
 
 suite "swift test" swift test
+swift build -c release   # the cluster scripts run the release binary
 for script in Tests/Cluster/faults.sh Tests/Cluster/slurm-e2e.sh; do
     [[ -f "$script" ]] && suite "$script" bash "$script"
 done
