@@ -28,7 +28,9 @@ run() {  # model np threads
     local m=$1 np=$2 th=$3 bs=128 steps=600
     [[ $m == conv ]] && { bs=256; steps=40; }
     local o="$work/$m-np$np-t$th"
-    OPENBLAS_NUM_THREADS=$th OMP_NUM_THREADS=$th mpirun --oversubscribe -np "$np" "$bin" --model "$m" --batch-size $bs \
+    # mpirun binds each rank to one core by default; a multi-threaded rank must not be bound.
+    local bind=(); ((th > 1)) && bind=(--bind-to none)
+    OPENBLAS_NUM_THREADS=$th OMP_NUM_THREADS=$th mpirun --oversubscribe "${bind[@]}" -np "$np" "$bin" --model "$m" --batch-size $bs \
         --max-steps $steps --epochs 100 --test-limit 1000 --log-every 100000 --no-report --out "$o" 2>"$o.log" \
         || { echo "bench: $m np $np failed: $(tail -1 "$o.log")" >&2; return 0; }
     rows+=("$o/summary.json")
