@@ -21,8 +21,8 @@ suite() {  # name, command...
     else failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"; fi
 }
 
+swift build -c release   # the allocation test and the cluster scripts run the release binary
 suite "swift test" swift test
-swift build -c release   # the cluster scripts run the release binary
 for script in Tests/Cluster/faults.sh Tests/Cluster/slurm-e2e.sh; do
     [[ -f "$script" ]] && suite "$script" bash "$script"
 done

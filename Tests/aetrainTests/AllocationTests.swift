@@ -1,0 +1,59 @@
+import XCTest
+@testable import AutoencoderCore
+
+/// The training step allocates nothing: a malloc-counting LD_PRELOAD shim (compiled here with cc)
+/// counts every malloc/realloc/posix_memalign/aligned_alloc of a run; 20 and 420 steps of the same
+/// run must allocate the same number of blocks, up to the ±150 that start-up and the final JSON
+/// lines vary by (one allocation per step would add 400): workspaces are sized once. It measures the
+/// optimised product, `.build/release/aetrain` (Launch/test.sh builds it first); a debug build's
+/// unoptimised code boxes closure captures on the heap.
+final class AllocationTests: XCTestCase {
+    static let shim = """
+    #define _GNU_SOURCE
+    #include <dlfcn.h>
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <unistd.h>
+    #include <stdatomic.h>
+    static atomic_long count;
+    static void *(*rm)(size_t); static void *(*rr)(void *, size_t);
+    static int (*rp)(void **, size_t, size_t); static void *(*ra)(size_t, size_t);
+    void *malloc(size_t n) { if (!rm) rm = dlsym(RTLD_NEXT, "malloc"); atomic_fetch_add(&count, 1); return rm(n); }
+    void *realloc(void *p, size_t n) { if (!rr) rr = dlsym(RTLD_NEXT, "realloc"); atomic_fetch_add(&count, 1); return rr(p, n); }
+    int posix_memalign(void **p, size_t a, size_t n) { if (!rp) rp = dlsym(RTLD_NEXT, "posix_memalign"); atomic_fetch_add(&count, 1); return rp(p, a, n); }
+    void *aligned_alloc(size_t a, size_t n) { if (!ra) ra = dlsym(RTLD_NEXT, "aligned_alloc"); atomic_fetch_add(&count, 1); return ra(a, n); }
+    __attribute__((destructor)) static void report(void) {
+        const char *d = getenv("AET_MALLOC_OUT"); if (!d) return;
+        FILE *f = fopen(d, "w"); if (f) { fprintf(f, "%ld\\n", (long)count); fclose(f); }
+    }
+    """
+
+    func testTrainingStepsAllocateNothing() throws {
+        let mnist = try AE.requireMNIST()
+        let release = AE.root.appendingPathComponent(".build/release/aetrain").path
+        guard FileManager.default.isExecutableFile(atPath: release) else {
+            throw XCTSkip("no release build at \(release) (swift build -c release)")
+        }
+        guard let cc = AE.which("cc") ?? AE.which("gcc") ?? AE.which("clang") else { throw XCTSkip("no C compiler for the malloc shim") }
+        let dir = AE.tempDir("malloc")
+        try Self.shim.write(toFile: dir + "/shim.c", atomically: true, encoding: .utf8)
+        let build = AE.exec([cc, "-O2", "-shared", "-fPIC", "-o", dir + "/shim.so", dir + "/shim.c", "-ldl"], timeout: 60)
+        XCTAssertEqual(build.status, 0, build.stderr)
+        // Not vae and conv: for some of their small GEMM shapes OpenBLAS 0.3.21's
+        // sgemm_small_kernel_b0 mallocs a scratch block on every call (inside the library).
+        for model in ["mlp3", "deep32", "sparse-kl", "denoising"] {
+            var counts: [Int] = []
+            for steps in [20, 420] {
+                let out = dir + "/\(model)-\(steps)"
+                let r = AE.exec([release, "--dataset", "mnist", "--data-dir", mnist, "--model", model, "--max-steps", String(steps),
+                                "--epochs", "10", "--batch-size", "32", "--test-limit", "64", "--log-every", "100000",
+                                "--no-report", "--out", out],
+                               env: ["LD_PRELOAD": dir + "/shim.so", "AET_MALLOC_OUT": out + ".count"], timeout: 120)
+                XCTAssertEqual(r.status, 0, r.stderr)
+                counts.append(Int((try String(contentsOfFile: out + ".count", encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1)
+            }
+            XCTAssertGreaterThan(counts[0], 0, "the shim counted nothing")
+            XCTAssertLessThan(counts[1] - counts[0], 200, "\(model): \(counts[1] - counts[0]) allocations in 400 extra steps")
+        }
+    }
+}
