@@ -27,7 +27,7 @@ else
 fi
 say "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-if ! "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
-    "${sudo[@]}" apt-get update >&2
-    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2
+if ! "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${missing[@]}" >&2; then
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 update >&2
+    "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${missing[@]}" >&2
 fi

@@ -10,6 +10,19 @@ struct CheckpointData: ParsableArguments {
     @Option(help: "Split: test or train.") var split: Split = .test
     @Option(help: "Use only the first N images of the split.") var limit: Int?
 
+    /// Rank 0 loads the checkpoint and the split and runs `body`; a failure stops every rank.
+    func onRoot(_ what: String, _ body: @escaping (Checkpoint.Loaded, Autoencoder, Dataset, BatchLoader) throws -> Void) {
+        let d = self
+        Session.run { comm in
+            try comm.collectively(what) {
+                guard comm.isRoot else { return }
+                let (c, model) = try Checkpoint.loadModel(d.checkpoint)
+                let ds = try d.load(c)
+                try body(c, model, ds, BatchLoader(ds, binarize: c.config.binarize))
+            }
+        }
+    }
+
     func load(_ c: Checkpoint.Loaded) throws -> Dataset {
         if let l = limit, l <= 0 { throw AETError.usage("--limit \(l): must be positive") }
         let ds = dataset ?? c.config.dataset
@@ -50,20 +63,15 @@ struct Encode: ParsableCommand {
     @Option(help: "Output .npy file; labels go to <name>.labels.npy.") var output: String
 
     func run() throws {
-        let d = data, out = output
-        Session.run { comm in
-            try comm.collectively("encode") {
-                guard comm.isRoot else { return }
-                let (c, model) = try Checkpoint.loadModel(d.checkpoint)
-                let ds = try d.load(c)
-                let codes = Evaluator.encode(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), count: ds.count)
-                try codes.withUnsafeBufferPointer {
-                    try NPY.write(floats: $0, shape: [ds.count, model.latent], to: URL(fileURLWithPath: out))
-                }
-                let lp = labelsPath(out)
-                try NPY.write(uint8: ds.labels, shape: [ds.count], to: URL(fileURLWithPath: lp))
-                printError("wrote \(out) (\(ds.count) × \(model.latent)) and \(lp)")
+        let out = output
+        data.onRoot("encode") { _, model, ds, loader in
+            let codes = Evaluator.encode(model: model, loader: loader, count: ds.count)
+            try codes.withUnsafeBufferPointer {
+                try NPY.write(floats: $0, shape: [ds.count, model.latent], to: URL(fileURLWithPath: out))
             }
+            let lp = labelsPath(out)
+            try NPY.write(uint8: ds.labels, shape: [ds.count], to: URL(fileURLWithPath: lp))
+            printError("wrote \(out) (\(ds.count) × \(model.latent)) and \(lp)")
         }
     }
 }
@@ -79,18 +87,13 @@ struct Reconstruct: ParsableCommand {
     @Option(help: "Output .npy file.") var output: String
 
     func run() throws {
-        let d = data, out = output
-        Session.run { comm in
-            try comm.collectively("reconstruct") {
-                guard comm.isRoot else { return }
-                let (c, model) = try Checkpoint.loadModel(d.checkpoint)
-                let ds = try d.load(c)
-                let r = Evaluator.reconstruct(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), count: ds.count)
-                try r.output.withUnsafeBufferPointer {
-                    try NPY.write(floats: $0, shape: [ds.count, 28, 28], to: URL(fileURLWithPath: out))
-                }
-                printError("wrote \(out) (\(ds.count) × 28 × 28)")
+        let out = output
+        data.onRoot("reconstruct") { _, model, ds, loader in
+            let r = Evaluator.reconstruct(model: model, loader: loader, count: ds.count)
+            try r.output.withUnsafeBufferPointer {
+                try NPY.write(floats: $0, shape: [ds.count, 28, 28], to: URL(fileURLWithPath: out))
             }
+            printError("wrote \(out) (\(ds.count) × 28 × 28)")
         }
     }
 }
