@@ -100,6 +100,10 @@ public enum RunReport {
         let rows = keys.map { k -> (key: String, value: String) in
             let v = summary[k]!
             if let d = v as? Double { return (k, String(format: "%.6g", d)) }
+            if let o = v as? [String: Any] { return (k, JSON.encode(o)) }
+            if let a = v as? [Any], let data = try? JSONSerialization.data(withJSONObject: JSON.sanitize(a)) {
+                return (k, String(decoding: data, as: UTF8.self))
+            }
             return (k, "\(v)")
         }
         let inputs = ReportInputs(
