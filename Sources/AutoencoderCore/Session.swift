@@ -227,9 +227,8 @@ public enum Session {
         unlink(probe)
     }
 
-    public static func catchingPublic(_ body: () throws -> Void) -> AETError? { catching(body) }
-
-    static func catching(_ body: () throws -> Void) -> AETError? {
+    /// Runs `body` and returns its error as a value (for `Communicator.agree`).
+    public static func catching(_ body: () throws -> Void) -> AETError? {
         do { try body(); return nil } catch let e as AETError { return e } catch { return AETError("\(error)") }
     }
 }

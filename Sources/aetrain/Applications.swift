@@ -62,14 +62,15 @@ struct Anomaly: ParsableCommand {
             let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal) }!
             var summary: [String: Any] = [:]
             if let ckpt {
-                try comm.agree(comm.isRoot ? Session.catchingPublic { try Session.prepareOut(config.out) } : nil, what: "output directory check")
-                let loaded: (Checkpoint.Loaded, Autoencoder)? = try comm.collectively("loading") { try Checkpoint.loadModel(ckpt) }
-                let test: Dataset? = try comm.collectively("data loading") {
-                    try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
-                }
-                if comm.isRoot {
-                    summary = ["model": loaded!.0.config.model.name, "dataset": config.dataset.rawValue, "checkpoint": ckpt]
-                    try Anomaly.score(model: loaded!.1, test: test!, config: config, summary: &summary)
+                // Scoring with a checkpoint is rank 0's job; the other ranks only wait for its verdict.
+                try comm.collectively("anomaly scoring") {
+                    guard comm.isRoot else { return }
+                    try Session.prepareOut(config.out)
+                    let (loaded, model) = try Checkpoint.loadModel(ckpt)
+                    let test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
+                    summary = ["model": loaded.config.model.name, "dataset": config.dataset.rawValue, "checkpoint": ckpt]
+                    try Anomaly.score(model: model, test: test, config: config, summary: &summary)
+                    try Session.writeSummary(summary, out: config.out)
                 }
             } else {
                 try Session.train(config, comm: comm) { trainer, s in
@@ -77,7 +78,6 @@ struct Anomaly: ParsableCommand {
                     try Anomaly.score(model: trainer.model, test: trainer.testSet, config: config, summary: &s)
                 }
             }
-            if comm.isRoot && ckpt != nil { try Session.writeSummary(summary, out: config.out) }
         }
     }
 

@@ -41,6 +41,13 @@ final class ApplicationsTests: XCTestCase {
         for k in ["threshold", "precision", "recall"] { XCTAssertNotNil(s[k], k) }
         XCTAssertLessThan(s["train_set_size"] as! Int, 3000, "trained on class 1 only (about 11% of 20000)")
         XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/report/anomaly_hist.svg"))
+        // Scoring the final checkpoint again gives the same ROC-AUC.
+        let again = try AE.mpirun(2, ["anomaly", "--dataset", "mnist", "--data-dir", mnist, "--normal-class", "1",
+                                      "--test-limit", "1000", "--checkpoint", try XCTUnwrap(AE.latestCheckpoint(out)),
+                                      "--out", out + "/rescored"], timeout: 120)
+        XCTAssertEqual(again.status, 0, again.stderr)
+        let s2 = try XCTUnwrap(AE.json(out + "/rescored/summary.json"))
+        XCTAssertEqual(try XCTUnwrap(s2["roc_auc"] as? Double), auc, accuracy: 1e-12)
     }
 
     func testDenoiseAndGenerateCommands() throws {
