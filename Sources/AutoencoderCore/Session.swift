@@ -6,6 +6,8 @@ public enum Session {
     /// Runs `body` with the right communicator and never returns. Rank 0 alone prints progress;
     /// other ranks print only errors, prefixed `rank N:`.
     public static func run(collectiveTimeout: Double = 300, _ body: (Communicator) throws -> Void) -> Never {
+        Signals.install()  // before MPI start-up, so an early SIGTERM is not fatal
+        signal(SIGPIPE, SIG_IGN)
         let comm: Communicator
         if MPICommunicator.launchedByMPI() {
             let m = MPICommunicator()
@@ -15,8 +17,6 @@ public enum Session {
             comm = LocalCommunicator()
         }
         Threads.configure(worldSize: comm.size)
-        Signals.install()
-        signal(SIGPIPE, SIG_IGN)
         do {
             try body(comm)
             comm.finalize()

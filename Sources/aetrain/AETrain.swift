@@ -23,12 +23,15 @@ struct AETrain: ParsableCommand {
                 print(fullMessage(for: error))
                 Foundation.exit(0)
             }
+            // Parsing happens before MPI starts: take the rank from the launcher for the prefix.
+            let rank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? ProcessInfo.processInfo.environment["PMIX_RANK"]
+            let prefix = rank.map { $0 == "0" ? "" : "rank \($0): " } ?? ""
             if let e = error as? AETError {
-                printError("error: " + e.message)
+                printError(prefix + "error: " + e.message)
                 Foundation.exit(e.exitCode)
             }
             let msg = message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
-            printError("error: " + msg + " (see aetrain --help)")
+            printError(prefix + "error: " + msg + " (see aetrain --help)")
             Foundation.exit(ExitCode.usage)
         }
     }
