@@ -2,9 +2,10 @@ import XCTest
 @testable import AutoencoderCore
 
 /// The training step allocates nothing: a malloc-counting LD_PRELOAD shim (compiled here with cc)
-/// counts every malloc/realloc/posix_memalign/aligned_alloc of a run; 20 and 420 steps of the same
-/// run must allocate the same number of blocks, up to the ±150 that start-up and the final JSON
-/// lines vary by (one allocation per step would add 400): workspaces are sized once. It measures the
+/// counts every malloc/realloc/posix_memalign/aligned_alloc of a run; 20 and 1,020 steps of the
+/// same run must allocate the same number of blocks, up to the few hundred by which start-up and the
+/// final JSON vary from process to process (one allocation per step would add 1,000): workspaces are
+/// sized once. Each length runs twice and keeps its smallest count. It measures the
 /// optimised product, `.build/release/aetrain` (Launch/test.sh builds it first); a debug build's
 /// unoptimised code boxes closure captures on the heap.
 final class AllocationTests: XCTestCase {
@@ -43,17 +44,21 @@ final class AllocationTests: XCTestCase {
         // sgemm_small_kernel_b0 mallocs a scratch block on every call (inside the library).
         for model in ["mlp3", "deep32", "sparse-kl", "denoising"] {
             var counts: [Int] = []
-            for steps in [20, 420] {
-                let out = dir + "/\(model)-\(steps)"
+            for steps in [20, 1020] {
+              var best = Int.max
+              for attempt in 0..<2 {
+                let out = dir + "/\(model)-\(steps)-\(attempt)"
                 let r = AE.exec([release, "--dataset", "mnist", "--data-dir", mnist, "--model", model, "--max-steps", String(steps),
                                 "--epochs", "10", "--batch-size", "32", "--test-limit", "64", "--log-every", "100000",
                                 "--no-report", "--out", out],
                                env: ["LD_PRELOAD": dir + "/shim.so", "AET_MALLOC_OUT": out + ".count"], timeout: 120)
                 XCTAssertEqual(r.status, 0, r.stderr)
-                counts.append(Int((try String(contentsOfFile: out + ".count", encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1)
+                best = min(best, Int((try String(contentsOfFile: out + ".count", encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1)
+              }
+              counts.append(best)
             }
             XCTAssertGreaterThan(counts[0], 0, "the shim counted nothing")
-            XCTAssertLessThan(counts[1] - counts[0], 200, "\(model): \(counts[1] - counts[0]) allocations in 400 extra steps")
+            XCTAssertLessThan(counts[1] - counts[0], 500, "\(model): \(counts[1] - counts[0]) allocations in 1,000 extra steps")
         }
     }
 }
