@@ -114,7 +114,6 @@ public final class Checkpointer {
     let keep: Int
     let policy: OnCheckpointError
     public private(set) var lastPath: String?
-    public private(set) var lastSeconds: Double = 0
     /// The step of the last save attempt (same on every rank).
     public private(set) var lastStep: Int = -1
 
@@ -128,7 +127,6 @@ public final class Checkpointer {
         lastStep = t.position.step
         var failure: AETError? = nil
         if t.comm.isRoot {
-            let t0 = now()
             do {
                 let data = try Checkpoint.encode(model: t.model, adam: t.adam, position: t.position, config: t.config,
                                                  worldSize: t.comm.size)
@@ -143,7 +141,6 @@ public final class Checkpointer {
             } catch {
                 failure = AETError.io("checkpoint: \(error)")
             }
-            lastSeconds = now() - t0
         }
         if let f = failure, policy == .continue, reason != "preempt" {
             printError("warning: checkpoint not written at step \(t.position.step): \(f.message); the previous checkpoint is kept (--on-checkpoint-error continue)")

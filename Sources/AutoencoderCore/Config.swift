@@ -44,8 +44,6 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         return String(data: try! enc.encode(self), encoding: .utf8)!
     }
 
-    /// SHA-256 of the canonical JSON.
-    public var hash: String { SHA256Digest.hex(json().data(using: .utf8)!) }
 
     /// Cross-field checks; errors name the flag.
     public func validate(worldSize: Int) throws {

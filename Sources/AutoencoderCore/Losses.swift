@@ -13,10 +13,6 @@ public enum LossKind: String, Codable, CaseIterable, Sendable {
     case l1
 }
 
-/// Per-element BCE from a logit, numerically safe.
-@inline(__always) public func bceFromLogit(_ z: Float, _ x: Float) -> Float {
-    max(z, 0) - z * x + log1pf(expf(-abs(z)))
-}
 
 public enum LossHead {
     /// For `n` samples of `d` pixels: y = σ(z) is written, the summed per-sample loss is returned

@@ -35,8 +35,6 @@ public final class Trainer {
     public var position = RunPosition()
     var metrics: MetricsWriter?
     let progress = Progress()
-    public private(set) var lossHistory: [(step: Int, loss: Double)] = []
-    public private(set) var testHistory: [(step: Int, mse: Double)] = []
     public var checkpoints: Checkpointer?
     /// Seconds spent per phase of the training steps (for the benchmark's breakdown).
     public private(set) var timers = StepTimers()
@@ -195,7 +193,6 @@ public final class Trainer {
                         line["penalty"] = Double(g[P + 3]) / count
                     }
                     metrics?.write(line)
-                    lossHistory.append((position.step, loss))
                     progress.update(epoch: position.epoch + 1, epochs: config.epochs, batch: position.batchInEpoch,
                                     batches: perBatch, step: position.step, loss: loss, rate: rate)
                     logTime = 0; logSamples = 0
@@ -223,7 +220,6 @@ public final class Trainer {
                                                "train_loss": epochCount > 0 ? epochLossSum / epochCount : Double.nan]
                     if config.model.variational { line["test_kl"] = e.pen }
                     metrics?.write(line)
-                    testHistory.append((position.step, e.mse))
                     printError(String(format: "epoch %d: train loss %.6f  test MSE %.6f  test BCE %.6f",
                                       position.epoch, epochCount > 0 ? epochLossSum / epochCount : .nan, e.mse, e.bce))
                 }
@@ -241,7 +237,6 @@ public final class Trainer {
                                            "test_mse": e.mse, "test_bce": e.bce]
                 if config.model.variational { line["test_kl"] = e.pen }
                 metrics?.write(line)
-                testHistory.append((position.step, e.mse))
             }
         }
         metrics?.close()

@@ -154,8 +154,6 @@ final class LossTests: XCTestCase {
             XCTAssertTrue(dz[i].isFinite && y[i].isFinite)
             XCTAssertEqual(Double(dz[i]), LossTests.sigmoid(Double(z[i])) - Double(x[i]), accuracy: 1e-6, "dz[\(i)]")
         }
-        XCTAssertEqual(bceFromLogit(80, 1), 0, accuracy: 1e-30)
-        XCTAssertEqual(bceFromLogit(-80, 1), 80, accuracy: 1e-4)
         // evalSums too.
         let (_, b) = LossHead.evalSums(logits: z, output: &y, target: x, count: 6)
         XCTAssertTrue(b.isFinite)
