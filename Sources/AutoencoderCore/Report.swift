@@ -30,6 +30,9 @@ public struct ReportInputs {
     public var aeTestMSE: Double?
     public var pcaTestMSE: Double?
     public var pcaComponents: Int?
+    /// Further figures already written beside report.html (e.g. the anomaly histogram), shown in
+    /// their own section: (file name relative to the report folder, section title, caption).
+    public var extraFigures: [(file: String, title: String, caption: String)] = []
 
     public init(title: String,
                 configJSON: String = "{}",
@@ -341,6 +344,11 @@ public enum Report {
                 h += figure("manifold.png", alt: "latent manifold",
                             caption: "Images decoded on a regular grid over the 2-D latent space (rows and columns step through the two latent coordinates).")
             }
+        }
+
+        for extra in inputs.extraFigures {
+            h += "<h2>\(htmlEscape(extra.title))</h2>\n"
+            h += figure(extra.file, alt: extra.title, caption: extra.caption)
         }
 
         h += "<h2>PCA baseline</h2>\n"

@@ -115,6 +115,8 @@ public enum RunReport {
             trainLoss: trainCurve, testMSE: testCurve, samples: samples, manifold: grid,
             aeTestMSE: summary["test_mse"] as? Double, pcaTestMSE: pcaTestMSE,
             pcaComponents: pcaTestMSE == nil ? nil : min(model.latent, 784))
-        return try Report.write(inputs, to: URL(fileURLWithPath: config.out).appendingPathComponent("report"))
+        var withExtras = inputs
+        withExtras.extraFigures = t.reportExtras
+        return try Report.write(withExtras, to: URL(fileURLWithPath: config.out).appendingPathComponent("report"))
     }
 }

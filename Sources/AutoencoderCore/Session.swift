@@ -156,6 +156,7 @@ public enum Session {
         var summary = try trainer.run()
         if let resumedStep { summary["resumed_from_step"] = resumedStep }
         if let p = trainer.checkpoints?.lastPath { summary["checkpoint"] = p }
+        try afterRun?(trainer, &summary)
         // PCA baseline and report (rank 0; the other ranks are done).
         if comm.isRoot && config.report {
             var pca: Double? = nil
@@ -170,7 +171,6 @@ public enum Session {
             }
             if let err { printError("warning: report not written: \(err.message)") }
         }
-        try afterRun?(trainer, &summary)
         if comm.isRoot {
             try comm.agree(catching { try writeSummary(summary, out: config.out) }, what: "writing summary.json")
             printError(String(format: "done: %d steps, test MSE %.6f, test BCE %.6f, %.0f samples/s; outputs in %@",

@@ -38,6 +38,8 @@ public final class Trainer {
     public var checkpoints: Checkpointer?
     /// Seconds spent per phase of the training steps (for the benchmark's breakdown).
     public private(set) var timers = StepTimers()
+    /// Figures written into OUT/report/ by the application (anomaly histogram), linked from report.html.
+    public var reportExtras: [(file: String, title: String, caption: String)] = []
     /// Called on rank 0 after each epoch evaluation (report-every-epoch).
     public var onEpochEnd: ((Trainer) throws -> Void)?
 

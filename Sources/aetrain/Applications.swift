@@ -76,6 +76,9 @@ struct Anomaly: ParsableCommand {
                 try Session.train(config, comm: comm) { trainer, s in
                     guard comm.isRoot else { return }
                     try Anomaly.score(model: trainer.model, test: trainer.testSet, config: config, summary: &s)
+                    trainer.reportExtras.append((file: "anomaly_hist.svg", title: "Anomaly detection",
+                                                 caption: String(format: "Per-image reconstruction MSE of the test images: class %d (normal) against the other classes; ROC-AUC %.4f. The dashed line is the threshold at the 95th percentile of the normal scores (precision %.3f, recall %.3f).",
+                                                                 normal, s["roc_auc"] as? Double ?? .nan, s["precision"] as? Double ?? .nan, s["recall"] as? Double ?? .nan)))
                 }
             }
         }
@@ -120,7 +123,7 @@ struct Anomaly: ParsableCommand {
                                     xLabel: "per-image MSE", yLabel: "density",
                                     sets: [.init(name: "normal (\(config.dataset.classNames[normal]))", values: normalScores),
                                            .init(name: "anomalous (other classes)", values: otherScores)],
-                                    threshold: threshold, thresholdLabel: "95th percentile of normal")
+                                    threshold: threshold, thresholdLabel: "threshold")
         try AtomicFile.write(svg.data(using: .utf8)!, to: dir.appendingPathComponent("anomaly_hist.svg"))
         summary["histogram"] = dir.appendingPathComponent("anomaly_hist.svg").path
         printError(String(format: "anomaly: normal class %d, ROC-AUC %.4f, threshold %.5f (precision %.3f, recall %.3f)",
