@@ -1,0 +1,260 @@
+import XCTest
+@testable import AutoencoderCore
+
+final class LSTMLayerTests: XCTestCase {
+    // MARK: Gradient checks
+
+    func testLSTMEncoderGradients() {
+        // (steps, features, hidden, input range): T = 1 has no recurrent term; the wide input
+        // range pushes gates towards saturation; hidden 10 takes backward's 8-lane path and its tail.
+        let cases: [(Int, Int, Int, Float)] = [(4, 3, 5, 1), (1, 2, 3, 1), (5, 2, 4, 3), (3, 2, 10, 1)]
+        for (i, (t, f, h, range)) in cases.enumerated() {
+            let layer = LSTMEncoder(steps: t, features: f, hidden: h)
+            checkLayerGradients(layer, batch: 3, seed: UInt64(10 + i), h: 1e-2, rtol: 1e-3, atol: 3e-5,
+                                inputRange: (-range, range))
+        }
+    }
+
+    func testLSTMDecoderGradients() {
+        // (code, steps, features, hidden, input range)
+        let cases: [(Int, Int, Int, Int, Float)] = [(2, 4, 3, 5, 1), (3, 1, 2, 3, 1), (2, 5, 4, 3, 3), (2, 3, 3, 9, 1)]
+        for (i, (c, t, f, h, range)) in cases.enumerated() {
+            let layer = LSTMDecoder(code: c, steps: t, features: f, hidden: h)
+            checkLayerGradients(layer, batch: 3, seed: UInt64(30 + i), h: 1e-2, rtol: 1e-3, atol: 3e-5,
+                                inputRange: (-range, range))
+        }
+    }
+
+    // MARK: Forward against a naive reference
+
+    /// One sample, in Double, straight from the nn.LSTM equations: returns h_t for every step.
+    /// `inputs[t]` is the input vector at step t; gate rows are [i; f; g; o] blocks of H.
+    private func naiveLSTM(inputs: [[Double]], wih: [Float], whh: [Float], bih: [Float], bhh: [Float],
+                           hidden H: Int) -> [[Double]] {
+        let I = inputs[0].count
+        func sig(_ v: Double) -> Double { 1 / (1 + Foundation.exp(-v)) }
+        var h = [Double](repeating: 0, count: H), c = [Double](repeating: 0, count: H)
+        var out: [[Double]] = []
+        for x in inputs {
+            func z(_ gate: Int, _ j: Int) -> Double {
+                let row = gate * H + j
+                var acc = Double(bih[row]) + Double(bhh[row])
+                for m in 0..<I { acc += Double(wih[row * I + m]) * x[m] }
+                for m in 0..<H { acc += Double(whh[row * H + m]) * h[m] }
+                return acc
+            }
+            var hNew = h
+            for j in 0..<H {
+                let ig = sig(z(0, j)), fg = sig(z(1, j)), gg = Foundation.tanh(z(2, j)), og = sig(z(3, j))
+                c[j] = fg * c[j] + ig * gg
+                hNew[j] = og * Foundation.tanh(c[j])
+            }
+            h = hNew
+            out.append(h)
+        }
+        return out
+    }
+
+    /// Splits an LSTM's flat parameters into (W_ih, W_hh, b_ih, b_hh, rest).
+    private func split(_ p: [Float], input I: Int, hidden H: Int) -> ([Float], [Float], [Float], [Float], [Float]) {
+        let a = 4 * H * I, b = a + 4 * H * H, c = b + 4 * H, d = c + 4 * H
+        return (Array(p[0..<a]), Array(p[a..<b]), Array(p[b..<c]), Array(p[c..<d]), Array(p[d...]))
+    }
+
+    /// Binds fresh parameter/gradient buffers, initialises and scales the parameters (larger
+    /// weights make the gates nonlinear enough for the comparison to mean something).
+    private func setUp(_ layer: Layer, scheme: InitScheme, seed: UInt64, scale: Float, maxBatch: Int)
+        -> (FloatBuffer, FloatBuffer) {
+        let p = FloatBuffer(layer.parameterCount), g = FloatBuffer(layer.parameterCount)
+        layer.bind(parameters: p.pointer, gradients: g.pointer)
+        var rng = SplitMix64(seed: seed)
+        layer.initialize(scheme, rng: &rng)
+        for i in 0..<p.count { p[i] *= scale }
+        // Glorot zeroes the biases: give them values so the bias paths are tested too.
+        if scheme == .glorot {
+            var b = SplitMix64(seed: seed + 1)
+            for i in 0..<p.count where p[i] == 0 { p[i] = b.uniform(-0.5, 0.5) }
+        }
+        layer.reserve(maxBatch: maxBatch)
+        return (p, g)
+    }
+
+    func testLSTMEncoderForwardMatchesNaive() {
+        let (T, F, H, batch) = (6, 4, 7, 3)
+        for (k, (scheme, scale)) in [(InitScheme.torch, Float(2)), (.glorot, 1.5)].enumerated() {
+            let layer = LSTMEncoder(steps: T, features: F, hidden: H)
+            let (p, _) = setUp(layer, scheme: scheme, seed: UInt64(100 + k), scale: scale, maxBatch: batch)
+            let (wih, whh, bih, bhh, rest) = split(p.array, input: F, hidden: H)
+            XCTAssertTrue(rest.isEmpty)
+            let xv = GradCheck.random(batch * T * F, seed: UInt64(200 + k), -2, 2)
+            let y = FloatBuffer(batch * H)
+            xv.withUnsafeBufferPointer { layer.forward($0.baseAddress!, y.pointer, batch: batch) }
+            var worst = 0.0
+            for s in 0..<batch {
+                let inputs = (0..<T).map { t in (0..<F).map { Double(xv[(s * T + t) * F + $0]) } }
+                let hs = naiveLSTM(inputs: inputs, wih: wih, whh: whh, bih: bih, bhh: bhh, hidden: H)
+                for j in 0..<H { worst = max(worst, abs(hs[T - 1][j] - Double(y[s * H + j]))) }
+            }
+            XCTAssertLessThan(worst, 1e-5, "\(scheme): max |encoder - naive| = \(worst)")
+        }
+    }
+
+    func testLSTMDecoderForwardMatchesNaive() {
+        let (C, T, F, H, batch) = (3, 6, 4, 7, 3)
+        for (k, (scheme, scale)) in [(InitScheme.torch, Float(2)), (.glorot, 1.5)].enumerated() {
+            let layer = LSTMDecoder(code: C, steps: T, features: F, hidden: H)
+            let (p, _) = setUp(layer, scheme: scheme, seed: UInt64(110 + k), scale: scale, maxBatch: batch)
+            let (wih, whh, bih, bhh, rest) = split(p.array, input: C, hidden: H)
+            XCTAssertEqual(rest.count, F * H + F)
+            let wp = Array(rest[0..<(F * H)]), bp = Array(rest[(F * H)...])
+            let xv = GradCheck.random(batch * C, seed: UInt64(210 + k), -2, 2)
+            let y = FloatBuffer(batch * T * F)
+            xv.withUnsafeBufferPointer { layer.forward($0.baseAddress!, y.pointer, batch: batch) }
+            var worst = 0.0
+            for s in 0..<batch {
+                let code = (0..<C).map { Double(xv[s * C + $0]) }
+                let hs = naiveLSTM(inputs: Array(repeating: code, count: T), wih: wih, whh: whh, bih: bih, bhh: bhh,
+                                   hidden: H)
+                for t in 0..<T {
+                    for o in 0..<F {
+                        var ref = Double(bp[o])
+                        for j in 0..<H { ref += Double(wp[o * H + j]) * hs[t][j] }
+                        worst = max(worst, abs(ref - Double(y[(s * T + t) * F + o])))
+                    }
+                }
+            }
+            XCTAssertLessThan(worst, 1e-5, "\(scheme): max |decoder - naive| = \(worst)")
+        }
+    }
+
+    // MARK: Batch sizes
+
+    func testSmallerBatchAndEmptyBatch() {
+        // Reserved for 4 samples and run on 2 (twice, halves of the batch) must give the same
+        // outputs, input gradients and accumulated parameter gradients as one batch of 4; batch 0
+        // must touch nothing; dx == nil must not change the parameter gradients.
+        let layers: [Layer] = [
+            LSTMEncoder(steps: 5, features: 3, hidden: 4),
+            LSTMDecoder(code: 3, steps: 5, features: 2, hidden: 4),
+        ]
+        for (t, layer) in layers.enumerated() {
+            let pc = layer.parameterCount
+            let p = FloatBuffer(pc), g4 = FloatBuffer(pc), g2 = FloatBuffer(pc), gNil = FloatBuffer(pc)
+            layer.bind(parameters: p.pointer, gradients: g4.pointer)
+            var rng = SplitMix64(seed: UInt64(300 + t))
+            layer.initialize(.torch, rng: &rng)
+            layer.reserve(maxBatch: 4)
+            let ni = layer.inputSize, no = layer.outputSize
+            let x = FloatBuffer(4 * ni)
+            for (i, v) in GradCheck.random(4 * ni, seed: UInt64(400 + t)).enumerated() { x[i] = v }
+            let r = GradCheck.random(4 * no, seed: UInt64(500 + t))
+
+            let y4 = FloatBuffer(4 * no), dy4 = FloatBuffer(4 * no), dx4 = FloatBuffer(4 * ni)
+            layer.forward(x.pointer, y4.pointer, batch: 4)
+            for i in 0..<(4 * no) { dy4[i] = r[i] }
+            layer.backward(x: x.pointer, y: y4.pointer, dy: dy4.pointer, dx: dx4.pointer, batch: 4)
+            XCTAssertTrue(g4.array.contains { $0 != 0 }, "layer \(t): no gradient")
+
+            layer.bind(parameters: p.pointer, gradients: g2.pointer)
+            let y2 = FloatBuffer(4 * no), dy2 = FloatBuffer(4 * no), dx2 = FloatBuffer(4 * ni)
+            dx2.pointer.update(repeating: 7, count: 4 * ni)  // backward must overwrite dx
+            for half in 0..<2 {
+                let xo = half * 2 * ni, yo = half * 2 * no
+                layer.forward(x.pointer + xo, y2.pointer + yo, batch: 2)
+                for i in 0..<(2 * no) { dy2[yo + i] = r[yo + i] }
+                layer.backward(x: x.pointer + xo, y: y2.pointer + yo, dy: dy2.pointer + yo,
+                               dx: dx2.pointer + xo, batch: 2)
+            }
+            for i in 0..<(4 * no) { XCTAssertEqual(y2[i], y4[i], accuracy: 1e-6, "layer \(t) y[\(i)]") }
+            for i in 0..<(4 * ni) { XCTAssertEqual(dx2[i], dx4[i], accuracy: 1e-5, "layer \(t) dx[\(i)]") }
+            for i in 0..<pc { XCTAssertEqual(g2[i], g4[i], accuracy: 1e-4, "layer \(t) grad[\(i)]") }
+
+            // dx == nil: same parameter gradients.
+            layer.bind(parameters: p.pointer, gradients: gNil.pointer)
+            let y5 = FloatBuffer(4 * no), dy5 = FloatBuffer(4 * no)
+            layer.forward(x.pointer, y5.pointer, batch: 4)
+            for i in 0..<(4 * no) { dy5[i] = r[i] }
+            layer.backward(x: x.pointer, y: y5.pointer, dy: dy5.pointer, dx: nil, batch: 4)
+            XCTAssertEqual(gNil.array, g4.array, "layer \(t): dx == nil changed the parameter gradients")
+
+            // Batch 0: nothing is read or written.
+            let sentinelY = FloatBuffer(no), sentinelDx = FloatBuffer(ni)
+            sentinelY.pointer.update(repeating: 42, count: no)
+            sentinelDx.pointer.update(repeating: 42, count: ni)
+            let gBefore = gNil.array
+            layer.forward(x.pointer, sentinelY.pointer, batch: 0)
+            layer.backward(x: x.pointer, y: sentinelY.pointer, dy: sentinelY.pointer, dx: sentinelDx.pointer,
+                           batch: 0)
+            XCTAssertTrue(sentinelY.array.allSatisfy { $0 == 42 }, "layer \(t): batch 0 wrote y")
+            XCTAssertTrue(sentinelDx.array.allSatisfy { $0 == 42 }, "layer \(t): batch 0 wrote dx")
+            XCTAssertEqual(gNil.array, gBefore, "layer \(t): batch 0 changed gradients")
+        }
+    }
+
+    // MARK: Metadata
+
+    func testLSTMEncoderMetadataAndInit() {
+        let e = LSTMEncoder(steps: 28, features: 28, hidden: 64)
+        XCTAssertEqual(e.inputSize, 28 * 28)
+        XCTAssertEqual(e.outputSize, 64)
+        XCTAssertEqual(e.parameterShapes.map(\.name), ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"])
+        XCTAssertEqual(e.parameterShapes.map(\.shape), [[256, 28], [256, 64], [256], [256]])
+        XCTAssertEqual(e.parameterCount, 256 * 28 + 256 * 64 + 2 * 256)
+        XCTAssertEqual(e.torchModules, ["nn.LSTM(28, 64, batch_first=True)"])
+        XCTAssertEqual(e.torchModuleCount, 1)
+        XCTAssertEqual(e.macsPerSample, 256 * (28 * 28 + 27 * 64))
+
+        let p = FloatBuffer(e.parameterCount), g = FloatBuffer(e.parameterCount)
+        e.bind(parameters: p.pointer, gradients: g.pointer)
+        var rng = SplitMix64(seed: 9)
+        e.initialize(.torch, rng: &rng)
+        let tb = 1 / Float(64).squareRoot()
+        let nih = 256 * 28, nhh = 256 * 64
+        let parts = [0..<nih, nih..<(nih + nhh), (nih + nhh)..<(nih + nhh + 256), (nih + nhh + 256)..<p.count]
+        for (k, range) in parts.enumerated() {
+            let v = p.array[range].map { abs($0) }
+            XCTAssertLessThanOrEqual(v.max()!, tb, "torch part \(k)")
+            XCTAssertGreaterThan(v.max()!, 0.9 * tb, "torch part \(k)")
+        }
+        e.initialize(.glorot, rng: &rng)
+        let li = (6 / Float(28 + 256)).squareRoot(), lh = (6 / Float(64 + 256)).squareRoot()
+        for (range, limit) in [(parts[0], li), (parts[1], lh)] {
+            let v = p.array[range].map { abs($0) }
+            XCTAssertLessThanOrEqual(v.max()!, limit)
+            XCTAssertGreaterThan(v.max()!, 0.9 * limit)
+        }
+        XCTAssertTrue(p.array[(nih + nhh)...].allSatisfy { $0 == 0 }, "glorot biases")
+    }
+
+    func testLSTMDecoderMetadataAndInit() {
+        let d = LSTMDecoder(code: 16, steps: 28, features: 28, hidden: 64)
+        XCTAssertEqual(d.inputSize, 16)
+        XCTAssertEqual(d.outputSize, 28 * 28)
+        XCTAssertEqual(d.parameterShapes.map(\.name),
+                       ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "proj.weight", "proj.bias"])
+        XCTAssertEqual(d.parameterShapes.map(\.shape), [[256, 16], [256, 64], [256], [256], [28, 64], [28]])
+        XCTAssertEqual(d.parameterCount, 256 * 16 + 256 * 64 + 2 * 256 + 28 * 64 + 28)
+        XCTAssertEqual(d.torchModules, ["nn.LSTM(16, 64, batch_first=True)", "nn.Linear(64, 28)"])
+        XCTAssertEqual(d.torchModuleCount, 2)
+        XCTAssertEqual(d.macsPerSample, 256 * (16 + 27 * 64) + 28 * 64 * 28)
+
+        let p = FloatBuffer(d.parameterCount), g = FloatBuffer(d.parameterCount)
+        d.bind(parameters: p.pointer, gradients: g.pointer)
+        var rng = SplitMix64(seed: 11)
+        d.initialize(.torch, rng: &rng)
+        let tb = 1 / Float(64).squareRoot()
+        let lstm = 256 * 16 + 256 * 64 + 2 * 256, nwp = 28 * 64
+        for (k, range) in [0..<lstm, lstm..<(lstm + nwp), (lstm + nwp)..<p.count].enumerated() {
+            let v = p.array[range].map { abs($0) }
+            XCTAssertLessThanOrEqual(v.max()!, tb, "torch part \(k)")
+            XCTAssertGreaterThan(v.max()!, 0.8 * tb, "torch part \(k)")
+        }
+        d.initialize(.glorot, rng: &rng)
+        let lp = (6 / Float(64 + 28)).squareRoot()
+        let v = p.array[lstm..<(lstm + nwp)].map { abs($0) }
+        XCTAssertLessThanOrEqual(v.max()!, lp)
+        XCTAssertGreaterThan(v.max()!, 0.9 * lp)
+        XCTAssertTrue(p.array[(lstm - 512)..<lstm].allSatisfy { $0 == 0 }, "glorot LSTM biases")
+        XCTAssertTrue(p.array[(lstm + nwp)...].allSatisfy { $0 == 0 }, "glorot proj bias")
+    }
+}
