@@ -92,12 +92,14 @@ final class LSTMRecurrence {
             let bound = 1 / Float(hidden).squareRoot()
             for i in 0..<parameterCount { wih[i] = rng.uniform(-bound, bound) }
         case .glorot:
-            // Keras-like glorot_uniform on each weight (fan_out = 4H), zero biases.
+            // Keras-like: glorot_uniform on each weight (fan_out = 4H), zero biases except the
+            // forget gate's, which starts at 1 (Keras unit_forget_bias=True) so that memory
+            // survives the 28 steps early in training.
             let li = (6 / Float(inputSize + g4)).squareRoot()
             let lh = (6 / Float(hidden + g4)).squareRoot()
             for i in 0..<nih { wih[i] = rng.uniform(-li, li) }
             for i in 0..<nhh { whh[i] = rng.uniform(-lh, lh) }
-            for i in 0..<g4 { bih[i] = 0; bhh[i] = 0 }
+            for i in 0..<g4 { bih[i] = (hidden..<(2 * hidden)).contains(i) ? 1 : 0; bhh[i] = 0 }
         }
     }
 

@@ -158,6 +158,11 @@ public final class Autoencoder {
                 layers.append(MaxPool2D(channels: shape[0], height: shape[1], width: shape[2]))
             case .upsample:
                 layers.append(Upsample2D(channels: shape[0], height: shape[1], width: shape[2]))
+            case .lstmEncoder(let h):
+                guard inSize == 784 else { throw AETError.usage("lstm encoder needs the 28×28 image as input") }
+                layers.append(LSTMEncoder(steps: 28, features: 28, hidden: h))
+            case .lstmDecoder(let h):
+                layers.append(LSTMDecoder(code: inSize, steps: 28, features: 28, hidden: h))
             }
             shape = shapes[i]
         }

@@ -6,6 +6,10 @@ public enum LayerSpec: Codable, Equatable, Sendable {
     case conv(channels: Int, kernel: Int, activation: Activation)
     case maxPool
     case upsample
+    /// LSTM over the image rows (28 steps of 28 pixels); outputs the last hidden state.
+    case lstmEncoder(hidden: Int)
+    /// The code repeated at every step into an LSTM, each step's hidden state mapped to a row.
+    case lstmDecoder(hidden: Int)
 }
 
 /// Regularisers that act on the code (see Penalties.swift).
@@ -75,6 +79,9 @@ extension ModelSpec {
         mirroredMLP(name: "contractive", summary: "784-256 sigmoid encoder with λ·‖J_f(x)‖²_F, exact (Rifai et al. 2011)",
                     hidden: [], latent: 256, act: .relu, codeActivation: .sigmoid, initScheme: .glorot, loss: .bce,
                     penalty: .contractive),
+        ModelSpec(name: "lstm", summary: "sequence AE over image rows: LSTM(28→64) code = last hidden; LSTM(64→64) over the repeated code, Linear(64→28) per row",
+                  encoder: [.lstmEncoder(hidden: 64)], decoder: [.lstmDecoder(hidden: 64)],
+                  variational: false, penalty: .none, defaultInit: .glorot, defaultLoss: .bce, defaultNoise: nil),
         mirroredMLP(name: "vae", summary: "784-512-(μ, log σ²: 2) VAE, BCE summed per image + β·KL",
                     hidden: [512], latent: 2, act: .relu, codeActivation: .identity, initScheme: .torch, loss: .bce,
                     variational: true),
@@ -114,6 +121,10 @@ extension ModelSpec {
             case .upsample:
                 guard shape.count == 3 else { throw AETError.usage("upsample needs an image-shaped input, got \(shape)") }
                 shape = [shape[0], shape[1] * 2, shape[2] * 2]
+            case .lstmEncoder(let h):
+                shape = [h]
+            case .lstmDecoder:
+                shape = [1, 28, 28]
             }
             out.append(shape)
         }

@@ -223,7 +223,10 @@ final class LSTMLayerTests: XCTestCase {
             XCTAssertLessThanOrEqual(v.max()!, limit)
             XCTAssertGreaterThan(v.max()!, 0.9 * limit)
         }
-        XCTAssertTrue(p.array[(nih + nhh)...].allSatisfy { $0 == 0 }, "glorot biases")
+        // Biases: zero but the forget gate's b_ih (rows H..<2H), which is 1 (Keras unit_forget_bias).
+        let biases = Array(p.array[(nih + nhh)...])
+        XCTAssertEqual(biases.count, 512)
+        XCTAssertTrue(biases.enumerated().allSatisfy { $0.element == ((64..<128).contains($0.offset) ? 1 : 0) }, "glorot biases")
     }
 
     func testLSTMDecoderMetadataAndInit() {
@@ -254,7 +257,9 @@ final class LSTMLayerTests: XCTestCase {
         let v = p.array[lstm..<(lstm + nwp)].map { abs($0) }
         XCTAssertLessThanOrEqual(v.max()!, lp)
         XCTAssertGreaterThan(v.max()!, 0.9 * lp)
-        XCTAssertTrue(p.array[(lstm - 512)..<lstm].allSatisfy { $0 == 0 }, "glorot LSTM biases")
+        XCTAssertTrue(Array(p.array[(lstm - 512)..<lstm]).enumerated().allSatisfy {
+            $0.element == ((64..<128).contains($0.offset) ? 1 : 0)
+        }, "glorot LSTM biases: forget gate b_ih = 1, the rest 0")
         XCTAssertTrue(p.array[(lstm + nwp)...].allSatisfy { $0 == 0 }, "glorot proj bias")
     }
 }

@@ -101,7 +101,8 @@ final class MPITests: XCTestCase {
 final class ZooMPITests: XCTestCase {
     func testZooModelsMatchOneRank() throws {
         let mnist = try AE.requireMNIST()
-        for (model, extra) in [("conv", [String]()), ("sparse-kl", []), ("vae", []), ("denoising", ["--noise", "salt-pepper:0.2"])] {
+        for (model, extra) in [("conv", [String]()), ("sparse-kl", []), ("vae", []), ("denoising", ["--noise", "salt-pepper:0.2"]),
+                               ("lstm", [])] {
             let args = ["--dataset", "mnist", "--data-dir", mnist, "--model", model, "--batch-size", "64", "--max-steps", "10",
                         "--seed", "5", "--log-every", "1", "--test-limit", "200", "--checkpoint-every", "10", "--no-report"] + extra
             let base = AE.tempDir("zoo-\(model)")
