@@ -63,7 +63,7 @@ public enum Checkpoint {
             throw AETError.data("\(path): unsupported checkpoint format_version \(m["format_version"] ?? "missing")")
         }
         guard let cj = m["config"], let cd = cj.data(using: .utf8),
-              let config = try? JSONDecoder().decode(TrainConfig.self, from: cd) else {
+              let config = try? TrainConfig.decoder.decode(TrainConfig.self, from: cd) else {
             throw AETError.data("\(path): checkpoint metadata has no readable config")
         }
         var pos = RunPosition()

@@ -38,9 +38,18 @@ public struct TrainConfig: Codable, Equatable, Sendable {
 
     public init(model: ModelSpec) { self.model = model }
 
+    /// Reads `json()` back (non-finite numbers travel as strings).
+    public static var decoder: JSONDecoder {
+        let d = JSONDecoder()
+        d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return d
+    }
+
     public func json(pretty: Bool = false) -> String {
         let enc = JSONEncoder()
         enc.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+        // A non-finite value (rejected later by validate) must not crash the encoder.
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return String(data: try! enc.encode(self), encoding: .utf8)!
     }
 
@@ -65,6 +74,13 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         if collectiveTimeout < 0 { throw AETError.usage("--collective-timeout \(collectiveTimeout): must be ≥ 0") }
         if worldSize > batchSize {
             throw AETError.usage("--batch-size \(batchSize): smaller than the world size \(worldSize); every rank needs at least one sample per step")
+        }
+        for (flag, v) in [("--sparsity-weight", Double(objective.sparsityWeight)), ("--contractive-weight", Double(objective.contractiveWeight)),
+                          ("--beta", Double(objective.beta))] where !(v.isFinite && v >= 0) {
+            throw AETError.usage("\(flag) \(v): must be a finite number ≥ 0")
+        }
+        if !(objective.sparsityTarget > 0 && objective.sparsityTarget < 1) {
+            throw AETError.usage("--sparsity-target \(objective.sparsityTarget): must be in (0, 1)")
         }
         if let c = normalClass, !(0...9).contains(c) { throw AETError.usage("--normal-class \(c): must be 0...9") }
     }

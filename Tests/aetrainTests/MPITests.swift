@@ -80,6 +80,17 @@ final class MPITests: XCTestCase {
         XCTAssertLessThan(r.seconds, 30)
     }
 
+    func testNonFiniteFlagsFailCleanlyOnEveryRank() throws {
+        let mnist = try AE.requireMNIST()
+        for (flag, value) in [("--lr", "nan"), ("--beta", "inf")] {
+            let r = try AE.mpirun(2, ["--dataset", "mnist", "--data-dir", mnist, "--model", "vae", "--train-limit", "256",
+                                      flag, value, "--out", AE.tempDir("nonfinite")], timeout: 60)
+            XCTAssertFalse(r.timedOut)
+            XCTAssertEqual(r.status, ExitCode.usage, r.stderr)
+            XCTAssertTrue(r.stderr.contains("rank 1: error: \(flag) \(value)"), r.stderr)
+        }
+    }
+
     func testCheckSyncNamesTheStepOfADrift() throws {
         let mnist = try AE.requireMNIST()
         let out = AE.tempDir("drift")
