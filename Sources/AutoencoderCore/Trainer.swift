@@ -213,7 +213,7 @@ public final class Trainer {
             }
             if position.batchInEpoch == perBatch {
                 progress.endLine()
-                let e = evaluate(testSet, testLoader)
+                let e = evaluate(testLoader)
                 lastEval = e; lastEvalStep = position.step
                 position.epoch += 1
                 position.batchInEpoch = 0
@@ -232,7 +232,7 @@ public final class Trainer {
         progress.endLine()
         if let c = checkpoints, c.lastStep != position.step, position.step > 0 { try c.save(self, reason: "final") }
         if lastEvalStep != position.step || lastEval == nil {
-            let e = evaluate(testSet, testLoader)
+            let e = evaluate(testLoader)
             lastEval = e
             if comm.isRoot {
                 var line: [String: Any] = ["epoch": position.epoch + (position.batchInEpoch > 0 ? 1 : 0), "step": position.step,
@@ -273,7 +273,7 @@ public final class Trainer {
         return summary
     }
 
-    public func evaluate(_ ds: Dataset, _ loader: BatchLoader) -> (mse: Double, bce: Double, pen: Double) {
+    public func evaluate(_ loader: BatchLoader) -> (mse: Double, bce: Double, pen: Double) {
         Evaluator.evaluate(model: model, loader: loader, comm: comm)
     }
 

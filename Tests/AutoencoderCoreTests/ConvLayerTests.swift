@@ -213,16 +213,7 @@ final class ConvLayerTests: XCTestCase {
             for i in 0..<pc { XCTAssertEqual(g2[i], g4[i], accuracy: 1e-4, "layer \(t) grad[\(i)]") }
 
             // Batch 0: nothing is read or written.
-            let sentinelY = FloatBuffer(no), sentinelDx = FloatBuffer(ni)
-            sentinelY.pointer.update(repeating: 42, count: no)
-            sentinelDx.pointer.update(repeating: 42, count: ni)
-            let gBefore = g2.array
-            layer.forward(x.pointer, sentinelY.pointer, batch: 0)
-            layer.backward(x: x.pointer, y: sentinelY.pointer, dy: sentinelY.pointer, dx: sentinelDx.pointer,
-                           batch: 0)
-            XCTAssertTrue(sentinelY.array.allSatisfy { $0 == 42 }, "layer \(t): batch 0 wrote y")
-            XCTAssertTrue(sentinelDx.array.allSatisfy { $0 == 42 }, "layer \(t): batch 0 wrote dx")
-            XCTAssertEqual(g2.array, gBefore, "layer \(t): batch 0 changed gradients")
+            assertBatchZeroIsNoOp(layer, x: x.pointer, grads: g2, name: "layer \(t)")
         }
     }
 

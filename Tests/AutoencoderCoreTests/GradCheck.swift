@@ -89,3 +89,33 @@ func checkLayerGradients(_ layer: Layer, batch: Int, seed: UInt64 = 1, h: Float 
                         h: h, rtol: rtol, atol: atol, loss: loss, file: file, line: line)
     }
 }
+
+/// Runs `python3 ARGS` (stdout and stderr together); status -1 when it cannot start.
+func runPython(_ args: [String]) -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3"] + args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    do { try p.run() } catch { return (-1, "\(error)") }
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+}
+
+/// A batch of 0 samples must read and write nothing: outputs, input gradients and parameter
+/// gradients keep their values.
+func assertBatchZeroIsNoOp(_ layer: Layer, x: UnsafePointer<Float>, grads: FloatBuffer, name: String,
+                           file: StaticString = #filePath, line: UInt = #line) {
+    let no = layer.outputSize, ni = layer.inputSize
+    let sentinelY = FloatBuffer(no), sentinelDx = FloatBuffer(ni)
+    sentinelY.pointer.update(repeating: 42, count: no)
+    sentinelDx.pointer.update(repeating: 42, count: ni)
+    let gBefore = grads.array
+    layer.forward(x, sentinelY.pointer, batch: 0)
+    layer.backward(x: x, y: sentinelY.pointer, dy: sentinelY.pointer, dx: sentinelDx.pointer, batch: 0)
+    XCTAssertTrue(sentinelY.array.allSatisfy { $0 == 42 }, "\(name): batch 0 wrote y", file: file, line: line)
+    XCTAssertTrue(sentinelDx.array.allSatisfy { $0 == 42 }, "\(name): batch 0 wrote dx", file: file, line: line)
+    XCTAssertEqual(grads.array, gBefore, "\(name): batch 0 changed gradients", file: file, line: line)
+}

@@ -178,16 +178,7 @@ final class LSTMLayerTests: XCTestCase {
             XCTAssertEqual(gNil.array, g4.array, "layer \(t): dx == nil changed the parameter gradients")
 
             // Batch 0: nothing is read or written.
-            let sentinelY = FloatBuffer(no), sentinelDx = FloatBuffer(ni)
-            sentinelY.pointer.update(repeating: 42, count: no)
-            sentinelDx.pointer.update(repeating: 42, count: ni)
-            let gBefore = gNil.array
-            layer.forward(x.pointer, sentinelY.pointer, batch: 0)
-            layer.backward(x: x.pointer, y: sentinelY.pointer, dy: sentinelY.pointer, dx: sentinelDx.pointer,
-                           batch: 0)
-            XCTAssertTrue(sentinelY.array.allSatisfy { $0 == 42 }, "layer \(t): batch 0 wrote y")
-            XCTAssertTrue(sentinelDx.array.allSatisfy { $0 == 42 }, "layer \(t): batch 0 wrote dx")
-            XCTAssertEqual(gNil.array, gBefore, "layer \(t): batch 0 changed gradients")
+            assertBatchZeroIsNoOp(layer, x: x.pointer, grads: gNil, name: "layer \(t)")
         }
     }
 

@@ -200,18 +200,6 @@ final class NPYTests: XCTestCase {
 
     // MARK: numpy
 
-    func runPython(_ args: [String]) -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        do { try p.run() } catch { return (-1, "\(error)") }
-        let out = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self))
-    }
 
     func testNumpyLoadsOurFilesAndWeReadNumpys() throws {
         guard runPython(["-c", "import numpy"]).status == 0 else {
