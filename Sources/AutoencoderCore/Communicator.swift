@@ -19,6 +19,12 @@ public protocol Communicator: AnyObject {
     /// Broadcast `bytes` bytes from `root`.
     func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String)
     func barrier(what: String)
+    /// `floats` floats of memory mapped by every rank (an MPI-3 shared window), or nil when the
+    /// ranks do not all share one node. Collective: every rank calls it with the same count.
+    func sharedMemory(floats: Int) -> UnsafeMutablePointer<Float>?
+    /// Orders the shared memory: every rank's writes before the call are visible to every rank
+    /// after it (memory barrier, rank barrier, memory barrier).
+    func sharedSync(what: String)
     /// Ends every rank of the job now.
     func abort(code: Int32) -> Never
     func finalize()
@@ -87,6 +93,8 @@ public final class LocalCommunicator: Communicator {
     public func waitAll(what: String) {}
     public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {}
     public func barrier(what: String) {}
+    public func sharedMemory(floats: Int) -> UnsafeMutablePointer<Float>? { nil }
+    public func sharedSync(what: String) {}
     public func abort(code: Int32) -> Never { exit(code) }
     public func finalize() {}
 }
@@ -102,6 +110,8 @@ public final class MPICommunicator: Communicator {
     /// Outstanding non-blocking reductions (fixed capacity: no allocation per step).
     private let requests = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 1024)
     private var pending = 0
+    /// Shared windows (kept for the life of the process; their epoch is closed at finalize).
+    private var windows: [MPI_Win?] = []
 
     final class WatchState: @unchecked Sendable {
         let lock = NSLock()
@@ -208,13 +218,30 @@ public final class MPICommunicator: Communicator {
         _ = aet_mpi_barrier()
     }
 
+    public func sharedMemory(floats: Int) -> UnsafeMutablePointer<Float>? {
+        guard size > 1, Int(aet_mpi_node_size()) == size else { return nil }
+        var base: UnsafeMutableRawPointer? = nil
+        var win: MPI_Win? = nil
+        guard aet_mpi_shared_alloc(floats * 4, &base, &win) == MPI_SUCCESS, let base else { return nil }
+        windows.append(win)
+        return base.bindMemory(to: Float.self, capacity: floats)
+    }
+
+    public func sharedSync(what: String) {
+        enter(what); defer { leave() }
+        _ = aet_mpi_shared_sync(windows.last!)
+    }
+
     public func abort(code: Int32) -> Never {
         _ = aet_mpi_abort(code)
         exit(code)
     }
 
     public func finalize() {
-        if aet_mpi_finalized() == 0 { _ = aet_mpi_finalize() }
+        guard aet_mpi_finalized() == 0 else { return }
+        for w in windows { _ = aet_mpi_shared_release(w) }
+        windows = []
+        _ = aet_mpi_finalize()
     }
 }
 

@@ -1,5 +1,12 @@
 import Foundation
 
+/// How ranks combine gradients. `allreduce`: every rank holds the parameters and Adam moments and
+/// joins one MPI all-reduce of the flat gradient, then takes the whole Adam step. `shared` (one
+/// node): gradients sit in an MPI shared window; each rank sums them over its own slice of the
+/// parameters inside the Adam pass and publishes that slice (ZeRO-1 through shared memory; see
+/// Trainer.SharedState). `auto`: shared when every rank is on one node, else allreduce.
+public enum GradientSync: String, Codable, CaseIterable, Sendable { case auto, shared, allreduce }
+
 public enum OnNaN: String, Codable, CaseIterable, Sendable { case stop, skip }
 public enum OnCheckpointError: String, Codable, CaseIterable, Sendable { case stop, `continue` }
 
@@ -28,6 +35,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var checkSync: Int = 0
     /// Gradient bucket size in MB for all-reduce overlapped with backward (0: one blocking all-reduce).
     public var bucketSizeMB: Double = 0
+    /// --grad-sync (nil: auto; optional so that older checkpoint metadata still decodes).
+    public var gradientSync: GradientSync? = nil
     public var collectiveTimeout: Double = 300
     public var onNaN: OnNaN = .stop
     public var onCheckpointError: OnCheckpointError = .stop
@@ -71,6 +80,10 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         if checkpointEvery < 0 { throw AETError.usage("--checkpoint-every \(checkpointEvery): must be ≥ 0") }
         if !(bucketSizeMB >= 0) { throw AETError.usage("--bucket-size \(bucketSizeMB): must be ≥ 0") }
         if checkSync < 0 { throw AETError.usage("--check-sync \(checkSync): must be ≥ 0") }
+        if gradientSync == .shared && bucketSizeMB > 0 {
+            throw AETError.usage("--bucket-size \(bucketSizeMB): overlapped all-reduce needs --grad-sync allreduce or auto, not shared")
+        }
+
         if collectiveTimeout < 0 { throw AETError.usage("--collective-timeout \(collectiveTimeout): must be ≥ 0") }
         if worldSize > batchSize {
             throw AETError.usage("--batch-size \(batchSize): smaller than the world size \(worldSize); every rank needs at least one sample per step")

@@ -55,6 +55,10 @@ public final class Dense: Layer {
     var b: UnsafeMutablePointer<Float>!
     var dw: UnsafeMutablePointer<Float>!
     var db: UnsafeMutablePointer<Float>!
+    /// Backward writes dW and db (sgemm β = 0) instead of adding to them, so the model need not
+    /// zero this layer's gradients before each step. Off when something else adds to dW first
+    /// (the contractive penalty).
+    public var overwritesGradients = false
 
     public init(_ input: Int, _ output: Int, activation: Activation) {
         inputSize = input
@@ -109,10 +113,11 @@ public final class Dense: Layer {
         guard n > 0 else { return }
         let o = outputSize, k = inputSize
         activation.backward(y: y, dy: dy, n * o)  // dy becomes dz
-        // dW[o, k] += dz[n, o]^T · x[n, k]
+        // dW[o, k] (+)= dz[n, o]^T · x[n, k]
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(o), Int32(k), Int32(n),
-                    1, dy, Int32(o), x, Int32(k), 1, dw, Int32(k))
-        // db[o] += column sums of dz
+                    1, dy, Int32(o), x, Int32(k), overwritesGradients ? 0 : 1, dw, Int32(k))
+        // db[o] (+)= column sums of dz
+        if overwritesGradients { db.update(repeating: 0, count: o) }
         aet_colsum_add(db, dy, n, o)
         // dx[n, k] = dz[n, o] · W[o, k]
         if let dx {

@@ -45,6 +45,8 @@ public final class Autoencoder {
     public let tensors: [ParameterTensor]
     /// Offset of each layer's parameters in the flat buffer (encoder layers, then decoder layers).
     let encoderOffsets: [Int]
+    /// Gradient ranges that backward adds into (not Dense overwrites): zeroed by `prepareGrads`.
+    let zeroedRanges: [Range<Int>]
     let decoderOffsets: [Int]
     public let maxBatch: Int
     public let inputDim: Int
@@ -52,8 +54,8 @@ public final class Autoencoder {
     /// Extra Float slots after the gradients, summed by the same all-reduce (loss sums, counts, flags).
     public static let extraSlots = 8
 
-    public let params: FloatBuffer
-    public let grads: FloatBuffer
+    public private(set) var params: FloatBuffer
+    public private(set) var grads: FloatBuffer
     /// Corrupted network input (denoising) and clean reconstruction target, [maxBatch, 784].
     /// Without noise the network reads `target` directly (no copy).
     public let input: FloatBuffer
@@ -125,6 +127,16 @@ public final class Autoencoder {
             l.reserve(maxBatch: self.maxBatch)
             p += l.parameterCount
         }
+        // Dense layers overwrite their gradients; only the others are zeroed before a step.
+        var zeroed: [Range<Int>] = []
+        for (l, off) in zip(encoder + decoder, offsets) where l.parameterCount > 0 {
+            if let d = l as? Dense, !(spec.penalty == .contractive && l === encoder.last) {
+                d.overwritesGradients = true
+            } else {
+                zeroed.append(off..<(off + l.parameterCount))
+            }
+        }
+        zeroedRanges = zeroed
         encoderOffsets = Array(offsets.prefix(encoder.count))
         decoderOffsets = Array(offsets.suffix(decoder.count))
         let mb = self.maxBatch
@@ -403,4 +415,26 @@ public final class Autoencoder {
     }
 
     public func zeroGrads() { grads.zero() }
+
+    /// Readies the gradient buffer for a backward pass over `n` samples: zeroes what backward
+    /// adds into (and the extra slots). With n == 0 backward writes nothing, so all is zeroed.
+    public func prepareGrads(_ n: Int) {
+        if n == 0 { return zeroGrads() }
+        let g = grads.pointer
+        for r in zeroedRanges { (g + r.lowerBound).update(repeating: 0, count: r.count) }
+        (g + parameterCount).update(repeating: 0, count: Autoencoder.extraSlots)
+    }
+
+    /// Moves parameters and gradients into memory owned elsewhere (node-shared); contents are
+    /// not copied. `grads` holds `parameterCount + extraSlots` floats.
+    public func rebind(params: FloatBuffer, grads: FloatBuffer) {
+        precondition(params.count >= parameterCount && grads.count >= parameterCount + Autoencoder.extraSlots)
+        self.params = params
+        self.grads = grads
+        var p = 0
+        for l in encoder + decoder {
+            l.bind(parameters: params.pointer + p, gradients: grads.pointer + p)
+            p += l.parameterCount
+        }
+    }
 }

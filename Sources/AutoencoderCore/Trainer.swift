@@ -53,7 +53,83 @@ public final class Trainer {
         adam = Adam(count: model.parameterCount, config: config.adam)
         trainLoader = BatchLoader(train, binarize: config.binarize)
         testLoader = BatchLoader(test, binarize: config.binarize)
+        shared = try SharedState.make(config: config, comm: comm, model: model, adam: adam)
     }
+
+    /// --grad-sync shared (ZeRO-1 over node-shared memory). Every rank keeps its own replica of the
+    /// parameters. Its gradient buffer lives in an MPI shared window, so after a barrier every rank
+    /// reads every rank's gradient directly. Each rank then owns one slice of the parameters: it
+    /// sums the gradients over that slice inside the Adam pass (the reduction fused with the
+    /// update), keeps the Adam moments of that slice only (in the same window, where rank 0 reads
+    /// all of them for checkpoints) and publishes its new slice; after a second barrier every
+    /// rank copies the other slices into its replica. Per step each rank moves about one parameter
+    /// vector instead of an all-reduce's two, and Adam's work is divided by the number of ranks.
+    final class SharedState {
+        /// Every rank's gradient buffer (parameterCount + extra slots), in rank order.
+        let sources: UnsafeMutablePointer<UnsafePointer<Float>?>
+        let ranks: Int
+        /// The slice of the parameters this rank updates (64-byte aligned boundaries).
+        let shard: Range<Int>
+        /// The published parameters: each rank writes its slice after its update.
+        let published: UnsafeMutablePointer<Float>
+        /// The extra slots summed over ranks (loss, count, ...), as the all-reduce would leave them.
+        let extras = FloatBuffer(Autoencoder.extraSlots)
+
+        init(sources: UnsafeMutablePointer<UnsafePointer<Float>?>, ranks: Int, shard: Range<Int>, published: UnsafeMutablePointer<Float>) {
+            self.sources = sources
+            self.ranks = ranks
+            self.shard = shard
+            self.published = published
+        }
+
+        deinit { sources.deallocate() }
+
+        /// Sets the shared layout up when --grad-sync asks for it (auto: when every rank is on one
+        /// node and --bucket-size is not set). Collective.
+        static func make(config: TrainConfig, comm: Communicator, model: Autoencoder, adam: Adam) throws -> SharedState? {
+            let W = comm.size, r = comm.rank
+            let mode = config.gradientSync ?? .auto
+            guard W > 1, mode != .allreduce, config.bucketSizeMB == 0 else { return nil }
+            let P = model.parameterCount, E = Autoencoder.extraSlots
+            let pa = (P + 15) & ~15, stride = (P + E + 15) & ~15
+            // [moments m | moments v | published parameters | gradients of rank 0 ... W-1]
+            let total = 3 * pa + W * stride
+            guard let base = comm.sharedMemory(floats: total) else {
+                if mode == .shared {
+                    throw AETError("--grad-sync shared: the \(W) ranks are not all on one node (use auto or allreduce)", exitCode: ExitCode.usage, allRanks: true)
+                }
+                return nil
+            }
+            if r == 0 { base.initialize(repeating: 0, count: total) }
+            comm.sharedSync(what: "shared memory set-up")
+            adam.rebind(m: FloatBuffer(borrowing: base, count: P), v: FloatBuffer(borrowing: base + pa, count: P))
+            model.rebind(params: model.params, grads: FloatBuffer(borrowing: base + 3 * pa + r * stride, count: P + E))
+            let sources = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: W)
+            for q in 0..<W { sources[q] = UnsafePointer(base + 3 * pa + q * stride) }
+            func bound(_ q: Int) -> Int { q >= W ? P : min(P, (q * P / W) & ~15) }
+            return SharedState(sources: sources, ranks: W, shard: bound(r)..<bound(r + 1), published: base + 2 * pa)
+        }
+
+        /// Sums the extra slots of every rank's buffer (rank order) into `extras`.
+        func sumExtras(at P: Int) -> UnsafeMutablePointer<Float> {
+            let e = extras.pointer
+            for j in 0..<Autoencoder.extraSlots {
+                var t: Float = 0
+                for q in 0..<ranks { t += sources[q]![P + j] }
+                e[j] = t
+            }
+            return e
+        }
+
+        /// Copies every other rank's published slice into this rank's replica.
+        func gather(into params: UnsafeMutablePointer<Float>, count P: Int) {
+            if shard.lowerBound > 0 { params.update(from: published, count: shard.lowerBound) }
+            if shard.upperBound < P { (params + shard.upperBound).update(from: published + shard.upperBound, count: P - shard.upperBound) }
+        }
+    }
+    let shared: SharedState?
+    /// "shared" or "allreduce": how this run exchanges gradients (summary.json grad_sync).
+    public var gradientSyncMode: String { shared != nil ? "shared" : "allreduce" }
 
     var outURL: URL { URL(fileURLWithPath: config.out) }
 
@@ -67,8 +143,12 @@ public final class Trainer {
     public func broadcastState() {
         let P = model.parameterCount
         comm.broadcast(model.params.pointer, bytes: P * 4, root: 0, what: "parameter broadcast")
-        comm.broadcast(adam.m.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
-        comm.broadcast(adam.v.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
+        if shared != nil {
+            comm.sharedSync(what: "optimizer broadcast")  // rank 0 restored the moments into the shared window
+        } else {
+            comm.broadcast(adam.m.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
+            comm.broadcast(adam.v.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
+        }
         var pos = [Double(position.epoch), Double(position.batchInEpoch), Double(position.step), Double(adam.step)]
         comm.broadcastDoubles(&pos, root: 0, what: "position broadcast")
         position.epoch = Int(pos[0]); position.batchInEpoch = Int(pos[1]); position.step = Int(pos[2])
@@ -128,7 +208,7 @@ public final class Trainer {
                     model.corrupted = false
                 }
                 let t1 = now()
-                model.zeroGrads()
+                model.prepareGrads(n)
                 model.forward(n, noise: (config.seed, step, gStart + lo))
                 comm.currentStep = step + 1
                 var t2 = now()
@@ -142,7 +222,7 @@ public final class Trainer {
                 // Overlap: with --bucket-size, each bucket of finished gradients (last layers first)
                 // starts its non-blocking all-reduce while the backward pass goes on.
                 var pendingEnd = P
-                let sums = model.backward(n, globalCount: gCount, batchTerms: r == 0) { offset in
+                let local = model.backward(n, globalCount: gCount, batchTerms: r == 0) { offset in
                     guard bucketFloats > 0 else { return }
                     if pendingEnd - offset >= bucketFloats {
                         comm.startAllreduceSum(g + offset, count: pendingEnd - offset, what: "gradient bucket all-reduce")
@@ -153,31 +233,52 @@ public final class Trainer {
                 }
                 let t3 = now()
                 // Extra slots ride along in the one gradient all-reduce.
-                g[P] = Float(sums.loss); g[P + 1] = Float(n); g[P + 2] = Float(sums.recon)
-                g[P + 3] = Float(sums.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
+                g[P] = Float(local.loss); g[P + 1] = Float(n); g[P + 2] = Float(local.recon)
+                g[P + 3] = Float(local.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
                 g[P + 5] = 0; g[P + 6] = 0; g[P + 7] = 0
-                if pendingEnd < P {
-                    comm.startAllreduceSum(g, count: pendingEnd, what: "gradient bucket all-reduce")
-                    comm.startAllreduceSum(g + P, count: Autoencoder.extraSlots, what: "gradient bucket all-reduce")
-                    comm.waitAll(what: "gradient bucket all-reduce")
+                let sums: UnsafeMutablePointer<Float>  // the extra slots summed over ranks
+                if let shared {
+                    // Shared: after the barrier every rank's gradient is readable (see SharedState).
+                    g[P + 5] = Trainer.allFinite(g, P) ? 0 : 1
+                    comm.sharedSync(what: "gradient exchange")
+                    sums = shared.sumExtras(at: P)
                 } else {
-                    comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
+                    if pendingEnd < P {
+                        comm.startAllreduceSum(g, count: pendingEnd, what: "gradient bucket all-reduce")
+                        comm.startAllreduceSum(g + P, count: Autoencoder.extraSlots, what: "gradient bucket all-reduce")
+                        comm.waitAll(what: "gradient bucket all-reduce")
+                    } else {
+                        comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
+                    }
+                    sums = g + P
                 }
                 let t4 = now()
-                let count = Double(g[P + 1])
-                let loss = Double(g[P]) / count
-                if !(loss.isFinite && Trainer.allFinite(g, P)) {
+                let count = Double(sums[1])
+                let loss = Double(sums[0]) / count
+                let finite = loss.isFinite && (shared != nil ? sums[5] == 0 : Trainer.allFinite(g, P))
+                if !finite {
                     if config.onNaN == .stop {
                         throw AETError("non-finite loss or gradient at step \(step + 1) (epoch \(position.epoch + 1)); lower --lr, or pass --on-nan skip", exitCode: ExitCode.nonFinite, allRanks: true)
                     }
                     if comm.isRoot { printError("warning: non-finite loss or gradient at step \(step + 1); step skipped (--on-nan skip)") }
                 } else {
-                    adam.update(params: model.params.pointer, grads: g)
-                    epochLossSum += Double(g[P]); epochCount += count
+                    if let shared {
+                        adam.update(params: model.params.pointer, gradientSources: shared.sources, sourceCount: shared.ranks,
+                                    range: shared.shard, publish: shared.published)
+                    } else {
+                        adam.update(params: model.params.pointer, grads: g)
+                    }
+                    epochLossSum += Double(sums[0]); epochCount += count
                 }
                 let t5 = now()
+                var t6 = t5
+                if let shared {
+                    comm.sharedSync(what: "parameter update")
+                    if finite { shared.gather(into: model.params.pointer, count: P) }
+                    t6 = now()
+                }
                 timers.data += t1 - t0; timers.forward += t2 - t1; timers.backward += t3 - t2
-                timers.allreduce += t4 - t3; timers.optimizer += t5 - t4; timers.steps += 1
+                timers.allreduce += (t4 - t3) + (t6 - t5); timers.optimizer += t5 - t4; timers.steps += 1
                 position.step += 1
                 position.batchInEpoch += 1
                 let dt = now() - t0
@@ -188,18 +289,18 @@ public final class Trainer {
                     var line: [String: Any] = ["step": position.step, "epoch": position.epoch + 1, "loss": loss,
                                                "samples_per_second": rate, "samples": Int(count)]
                     if config.model.variational {
-                        line["recon"] = Double(g[P + 2]) / count
-                        line["kl"] = Double(g[P + 3]) / count
+                        line["recon"] = Double(sums[2]) / count
+                        line["kl"] = Double(sums[3]) / count
                     } else if config.model.penalty != .none {
-                        line["recon"] = Double(g[P + 2]) / count
-                        line["penalty"] = Double(g[P + 3]) / count
+                        line["recon"] = Double(sums[2]) / count
+                        line["penalty"] = Double(sums[3]) / count
                     }
                     metrics?.write(line)
                     progress.update(epoch: position.epoch + 1, epochs: config.epochs, batch: position.batchInEpoch,
                                     batches: perBatch, step: position.step, loss: loss, rate: rate)
                     logTime = 0; logSamples = 0
                 }
-                if g[P + 4] > 0 {
+                if sums[4] > 0 {
                     progress.endLine()
                     let sig = Signals.pending
                     try checkpoints?.save(self, reason: "preempt")
@@ -246,7 +347,7 @@ public final class Trainer {
         var summary: [String: Any] = [
             "model": config.model.name, "dataset": config.dataset.rawValue, "world_size": W,
             "epochs": config.epochs, "epochs_completed": position.epoch, "steps": position.step,
-            "global_batch_size": B, "param_count": P,
+            "global_batch_size": B, "param_count": P, "grad_sync": gradientSyncMode,
             "train_loss": epochCount > 0 ? epochLossSum / epochCount : Double.nan,
             "test_mse": e.mse, "test_bce": e.bce,
             "samples_per_second": trainSamples > 0 ? Double(trainSamples) / trainTime : 0.0,

@@ -18,6 +18,34 @@ MV void aet_adam(float *restrict p, const float *restrict g, float *restrict m, 
     }
 }
 
+#define ADAM_BLOCK 512
+MV void aet_adam_sum(float *restrict p, float *restrict pub, const float *const *gs, int ng, float *restrict m, float *restrict v, long n,
+                     float shrink, float l2, float one_minus_b1, float b2, float one_minus_b2, float step_size,
+                     float bc2_sqrt, float eps) {
+    float g[ADAM_BLOCK] __attribute__((aligned(64)));
+    for (long b = 0; b < n; b += ADAM_BLOCK) {
+        long len = n - b < ADAM_BLOCK ? n - b : ADAM_BLOCK;
+        const float *restrict g0 = gs[0] + b;
+        for (long i = 0; i < len; i++) g[i] = g0[i];
+        for (int r = 1; r < ng; r++) {
+            const float *restrict gr = gs[r] + b;
+            for (long i = 0; i < len; i++) g[i] += gr[i];
+        }
+        float *restrict pb = p + b, *restrict mb = m + b, *restrict vb = v + b;
+        for (long i = 0; i < len; i++) {
+            float pi = pb[i] * shrink;
+            float gi = g[i] + l2 * pi;
+            float mi = mb[i] + one_minus_b1 * (gi - mb[i]);
+            float vi = vb[i] * b2 + one_minus_b2 * gi * gi;
+            mb[i] = mi;
+            vb[i] = vi;
+            pb[i] = pi - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+        }
+        if (pub)
+            for (long i = 0; i < len; i++) pub[b + i] = pb[i];
+    }
+}
+
 static inline float sigm(float z) { return 1.0f / (1.0f + expf(-z)); }
 
 /* Reductions keep LANES partial sums so that the loop vectorises without reassociation flags;
@@ -86,14 +114,12 @@ MV void aet_eval_sums(const float *restrict z, float *restrict y, const float *r
 }
 
 MV int aet_all_finite(const float *restrict a, long n) {
-    float acc[LANES] = {0};
-    long i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) acc[l] += a[i + l] * 0.0f; /* NaN·0 = Inf·0 = NaN */
-    float t = 0;
-    for (; i < n; i++) t += a[i] * 0.0f;
-    for (int l = 0; l < LANES; l++) t += acc[l];
-    return t == 0.0f;
+    /* Exponent bits all ones = Inf or NaN. Integer OR has no add-latency chain, so this runs at
+       load speed. */
+    const uint32_t *restrict u = (const uint32_t *)a;
+    uint32_t bad = 0;
+    for (long i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    return bad == 0;
 }
 
 MV void aet_u8_to_float(const uint8_t *restrict src, float *restrict dst, long n, int binarize) {

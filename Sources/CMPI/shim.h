@@ -34,6 +34,39 @@ static inline int aet_mpi_bcast_bytes(void *buf, int n, int root) {
     return MPI_Bcast(buf, n, MPI_BYTE, root, MPI_COMM_WORLD);
 }
 static inline int aet_mpi_barrier(void) { return MPI_Barrier(MPI_COMM_WORLD); }
+
+/* Node-shared memory (MPI-3 shared windows, osc/sm): one allocation that every rank of the
+   job maps, used when all ranks share a node. Returns the world size of the node communicator. */
+static inline int aet_mpi_node_size(void) {
+    MPI_Comm node;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) != MPI_SUCCESS) return 0;
+    int s = 0;
+    MPI_Comm_size(node, &s);
+    MPI_Comm_free(&node);
+    return s;
+}
+/* Collective over MPI_COMM_WORLD (every rank on one node): rank 0 allocates `bytes`, every rank
+   gets the base address in *base and opens a passive epoch (lock_all) for the window's lifetime. */
+static inline int aet_mpi_shared_alloc(long bytes, void **base, MPI_Win *win) {
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    void *mine = NULL;
+    int rc = MPI_Win_allocate_shared(r == 0 ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &mine, win);
+    if (rc != MPI_SUCCESS) return rc;
+    MPI_Aint size = 0;
+    int disp = 0;
+    rc = MPI_Win_shared_query(*win, 0, &size, &disp, base);
+    if (rc != MPI_SUCCESS) return rc;
+    return MPI_Win_lock_all(MPI_MODE_NOCHECK, *win);
+}
+/* A synchronisation point for the shared memory: memory barrier, rank barrier, memory barrier. */
+static inline int aet_mpi_shared_sync(MPI_Win win) {
+    MPI_Win_sync(win);
+    int rc = MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Win_sync(win);
+    return rc;
+}
+static inline int aet_mpi_shared_release(MPI_Win win) { return MPI_Win_unlock_all(win); }
 static inline int aet_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 static inline int aet_mpi_finalize(void) { return MPI_Finalize(); }
 #endif

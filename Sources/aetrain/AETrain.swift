@@ -45,6 +45,7 @@ extension InitScheme: ExpressibleByArgument {}
 extension Activation: ExpressibleByArgument {}
 extension OnNaN: ExpressibleByArgument {}
 extension OnCheckpointError: ExpressibleByArgument {}
+extension GradientSync: ExpressibleByArgument {}
 extension Split: ExpressibleByArgument {}
 
 /// Options shared by train and anomaly.
@@ -84,6 +85,8 @@ struct TrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
     @Option(parsing: .unconditional, help: "Gradient bucket size in MB: all-reduce buckets during backward, overlapped (0: one all-reduce after backward).")
     var bucketSize: Double = 0
+    @Option(help: "Gradient exchange: auto (shared on one node, else allreduce), shared (one node-shared copy of parameters and Adam state, reduction fused into Adam) or allreduce (replicas and one MPI all-reduce).")
+    var gradSync: GradientSync = .auto
     @Option(parsing: .unconditional, help: "Abort the job when a collective is pending longer than SEC seconds (0 disables).") var collectiveTimeout: Double = 300
     @Option(help: "On a non-finite loss or gradient: stop or skip the step.") var onNan: OnNaN = .stop
     @Option(help: "On a failed checkpoint write: stop or continue.") var onCheckpointError: OnCheckpointError = .stop
@@ -149,6 +152,7 @@ struct TrainOptions: ParsableArguments {
         c.resume = resume
         c.checkSync = checkSync
         c.bucketSizeMB = bucketSize
+        c.gradientSync = gradSync == .auto ? nil : gradSync
         c.collectiveTimeout = collectiveTimeout
         c.onNaN = onNan
         c.onCheckpointError = onCheckpointError

@@ -107,7 +107,9 @@ final class ModelGradientTests: XCTestCase {
     /// statistics (sparse-kl), backward(globalCount: n, batchTerms: true).
     static func analytic(_ c: Case) -> StepSums {
         let m = c.model
-        m.zeroGrads()
+        // Stale garbage first: backward must overwrite every gradient that prepareGrads leaves.
+        m.grads.pointer.update(repeating: .nan, count: m.grads.count)
+        m.prepareGrads(c.n)
         m.forward(c.n, noise: c.noise)
         if m.needsBatchStatistics { m.accumulateCodeStatistics(c.n) }
         return m.backward(c.n, globalCount: c.n, batchTerms: true)
@@ -396,18 +398,21 @@ final class ModelGradientTests: XCTestCase {
                 for j in 0..<L { stats[j] += m.codeStats[j] }
             }
         }
-        m.zeroGrads()
+        // Each part's backward writes its own gradient (as each rank does); their sum is compared.
+        var summed = [Float](repeating: 0, count: m.parameterCount)
         var loss = 0.0
         for (k, p) in parts.enumerated() {
             load(p)
+            m.prepareGrads(p.1)
             m.forward(p.1, noise: noise(p))
             for j in 0..<L { m.codeStats[j] = stats[j] }
             loss += m.backward(p.1, globalCount: n, batchTerms: k == 0).loss
+            for i in 0..<m.parameterCount { summed[i] += m.grads[i] }
         }
         XCTAssertEqual(loss, full.loss, accuracy: 1e-5 * abs(full.loss), "\(what): split loss", file: file, line: line)
         var worst: Float = 0, big: Float = 0
         for i in 0..<m.parameterCount {
-            worst = max(worst, abs(m.grads[i] - fullGrads[i]))
+            worst = max(worst, abs(summed[i] - fullGrads[i]))
             big = max(big, abs(fullGrads[i]))
         }
         XCTAssertLessThanOrEqual(worst, 1e-4 * big, "\(what): split gradient differs by \(worst) (max |g| \(big))", file: file, line: line)
@@ -431,5 +436,23 @@ final class ModelGradientTests: XCTestCase {
                                "decoder.0.weight", "decoder.0.bias", "decoder.2.weight", "decoder.2.bias"])
         XCTAssertEqual(c.model.tensors.map(\.shape), [[16, 784], [16], [6, 16], [6], [16, 6], [16], [784, 16], [784]])
         XCTAssertEqual(c.model.parameterCount, c.model.tensors.reduce(0) { $0 + $1.count })
+    }
+
+    /// Dense layers overwrite their gradients instead of adding, so a step zeroes only the rest.
+    /// With an empty slice (n = 0) backward writes nothing, so everything must be zeroed: a rank
+    /// with no samples joins the exchange with zeros, never with the previous step's gradient.
+    func testEmptySliceLeavesZeroGradients() throws {
+        for c in [try makeCase(hidden: [8], latent: 4, code: .identity, loss: .mse, n: 3, seed: 21),
+                  try makeCase(hidden: [], latent: 4, code: .sigmoid, loss: .bce, penalty: .contractive,
+                               objective: { $0.contractiveWeight = 1 }, n: 3, seed: 22)] {
+            let m = c.model
+            _ = ModelGradientTests.analytic(c)  // a real step first: non-zero gradients everywhere
+            XCTAssertGreaterThan((0..<m.parameterCount).filter { m.grads[$0] != 0 }.count, m.parameterCount / 2)
+            m.prepareGrads(0)
+            m.forward(0, noise: nil)
+            let s = m.backward(0, globalCount: 1, batchTerms: false)
+            XCTAssertEqual(s.loss, 0)
+            XCTAssertEqual((0..<(m.parameterCount + Autoencoder.extraSlots)).filter { m.grads[$0] != 0 }.count, 0)
+        }
     }
 }

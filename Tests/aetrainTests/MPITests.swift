@@ -22,13 +22,18 @@ final class MPITests: XCTestCase {
         let plain = AE.run(args + ["--out", base + "/plain"], timeout: 180)
         XCTAssertEqual(plain.status, 0, plain.stderr)
         runs.append(("no mpirun", AE.stepLosses(base + "/plain"), try AE.parameters(AE.latestCheckpoint(base + "/plain")!)))
-        for (np, bucket) in [(1, "0"), (2, "0"), (4, "0"), (2, "0.05"), (4, "0.05")] {
-            let out = base + "/np\(np)-bucket\(bucket)"
-            let r = try AE.mpirun(np, args + ["--out", out, "--bucket-size", bucket], timeout: 240)
+        // Both gradient exchanges: shared (the default on one node) and the MPI all-reduce, plain
+        // and overlapped in buckets.
+        for (np, sync, bucket, used) in [(1, "auto", "0", "allreduce"), (2, "auto", "0", "shared"), (4, "auto", "0", "shared"),
+                                         (2, "allreduce", "0", "allreduce"), (4, "allreduce", "0", "allreduce"),
+                                         (2, "auto", "0.05", "allreduce"), (4, "auto", "0.05", "allreduce")] {
+            let out = base + "/np\(np)-\(sync)-bucket\(bucket)"
+            let r = try AE.mpirun(np, args + ["--out", out, "--grad-sync", sync, "--bucket-size", bucket], timeout: 240)
             XCTAssertEqual(r.status, 0, r.stderr)
             let summary = try XCTUnwrap(AE.json(out + "/summary.json"))
             XCTAssertEqual(summary["world_size"] as? Int, np)
-            runs.append(("np \(np) bucket \(bucket) MB", AE.stepLosses(out), try AE.parameters(XCTUnwrap(AE.latestCheckpoint(out)))))
+            XCTAssertEqual(summary["grad_sync"] as? String, used, "np \(np) --grad-sync \(sync) --bucket-size \(bucket)")
+            runs.append(("np \(np) \(used) bucket \(bucket) MB", AE.stepLosses(out), try AE.parameters(XCTUnwrap(AE.latestCheckpoint(out)))))
         }
         let (_, refLoss, refParams) = runs[0]
         XCTAssertEqual(refLoss.count, 30)
@@ -64,6 +69,15 @@ final class MPITests: XCTestCase {
         let lines = AE.jsonLines(out + "/metrics.jsonl").filter { $0["test_mse"] == nil }
         XCTAssertEqual(lines.map { $0["samples"] as? Int }, [128, 1, 128, 1])
         XCTAssertTrue(lines.allSatisfy { ($0["loss"] as? Double).map { $0.isFinite } ?? false })
+    }
+
+    func testSharedExchangeRejectsBuckets() throws {
+        let mnist = try AE.requireMNIST()
+        let r = try AE.mpirun(2, ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "256", "--grad-sync", "shared",
+                                  "--bucket-size", "1", "--out", AE.tempDir("shared-bucket")], timeout: 60)
+        XCTAssertFalse(r.timedOut)
+        XCTAssertEqual(r.status, ExitCode.usage, r.stderr)
+        XCTAssertTrue(r.stderr.contains("rank 1: error: --bucket-size 1.0: overlapped all-reduce needs --grad-sync allreduce or auto, not shared"), r.stderr)
     }
 
     func testConfigMismatchStopsEveryRank() throws {

@@ -12,6 +12,12 @@
 void aet_adam(float *p, const float *g, float *m, float *v, long n, float shrink, float l2,
               float one_minus_b1, float b2, float one_minus_b2, float step_size, float bc2_sqrt, float eps);
 
+/* The same step with the gradient summed from `ng` buffers first (gs[0][i] + gs[1][i] + ..., in
+   that order): the reduction of node-shared gradients fused into the optimiser pass. When `pub`
+   is not NULL the new parameters are also written there (publishing them to other ranks). */
+void aet_adam_sum(float *p, float *pub, const float *const *gs, int ng, float *m, float *v, long n, float shrink, float l2,
+                  float one_minus_b1, float b2, float one_minus_b2, float step_size, float bc2_sqrt, float eps);
+
 /* Loss heads from logits z against targets x over n elements. Each writes y = sigmoid(z),
    optionally dz (scaled by g), and returns the element sum of the loss (before any mean). */
 double aet_head_mse(const float *z, float *y, const float *x, float *dz, long n, float g);
