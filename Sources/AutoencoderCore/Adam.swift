@@ -38,27 +38,30 @@ public final class Adam {
         self.v = v
     }
 
-    /// One update of `params` from `grads` (the first `count` entries).
-    public func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>) {
+    /// One update of `params` from `grads` (the first `count` entries). Returns false when a
+    /// gradient was Inf or NaN (the update has then been applied with it: the caller stops).
+    @discardableResult
+    public func update(params: UnsafeMutablePointer<Float>, grads: UnsafePointer<Float>) -> Bool {
         step += 1
         let k = coefficients()
-        aet_adam(params, grads, m.pointer, v.pointer, count, k.shrink, k.l2, k.oneMinusB1, k.b2, k.oneMinusB2, k.stepSize, k.bc2Sqrt, k.eps)
+        return 0 == aet_adam(params, grads, m.pointer, v.pointer, count, k.shrink, k.l2, k.oneMinusB1, k.b2, k.oneMinusB2, k.stepSize, k.bc2Sqrt, k.eps)
     }
 
     /// One update of the parameter range `range` only, from the sum of several gradient buffers
     /// (node-shared gradients of every rank, summed in buffer order inside the pass). The step
     /// counter advances as in `update`: every rank calls this once per step for its own range.
     /// With `publish`, the new values of the range are also written there (same offsets).
+    @discardableResult
     public func update(params: UnsafeMutablePointer<Float>, gradientSources: UnsafePointer<UnsafePointer<Float>?>, sourceCount: Int,
-                       range: Range<Int>, publish: UnsafeMutablePointer<Float>? = nil) {
+                       range: Range<Int>, publish: UnsafeMutablePointer<Float>? = nil) -> Bool {
         step += 1
         let k = coefficients()
-        guard !range.isEmpty else { return }
+        guard !range.isEmpty else { return true }
         let lo = range.lowerBound
         // Offset every source pointer by lo through a small fixed array (no allocation).
-        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: sourceCount) { src in
+        return withUnsafeTemporaryAllocation(of: UnsafePointer<Float>?.self, capacity: sourceCount) { src in
             for r in 0..<sourceCount { src[r] = gradientSources[r]! + lo }
-            aet_adam_sum(params + lo, publish.map { $0 + lo }, src.baseAddress!, Int32(sourceCount), m.pointer + lo, v.pointer + lo, range.count,
+            return 0 == aet_adam_sum(params + lo, publish.map { $0 + lo }, src.baseAddress!, Int32(sourceCount), m.pointer + lo, v.pointer + lo, range.count,
                          k.shrink, k.l2, k.oneMinusB1, k.b2, k.oneMinusB2, k.stepSize, k.bc2Sqrt, k.eps)
         }
     }

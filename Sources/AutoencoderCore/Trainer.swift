@@ -72,14 +72,28 @@ public final class Trainer {
         let shard: Range<Int>
         /// The published parameters: each rank writes its slice after its update.
         let published: UnsafeMutablePointer<Float>
+        /// Per-rank "my slice saw an Inf/NaN gradient" flags, two sets used on alternate steps (a
+        /// rank writes step k's flag while the others may still read step k − 1's).
+        let flags: UnsafeMutablePointer<Float>
+        var step = 0
         /// The extra slots summed over ranks (loss, count, ...), as the all-reduce would leave them.
         let extras = FloatBuffer(Autoencoder.extraSlots)
 
-        init(sources: UnsafeMutablePointer<UnsafePointer<Float>?>, ranks: Int, shard: Range<Int>, published: UnsafeMutablePointer<Float>) {
+        init(sources: UnsafeMutablePointer<UnsafePointer<Float>?>, ranks: Int, shard: Range<Int>, published: UnsafeMutablePointer<Float>,
+             flags: UnsafeMutablePointer<Float>) {
             self.sources = sources
             self.ranks = ranks
             self.shard = shard
             self.published = published
+            self.flags = flags
+        }
+
+        func setFlag(rank: Int, _ bad: Bool) { flags[(step & 1) * ranks + rank] = bad ? 1 : 0 }
+        /// True when any rank flagged this step (read after the barrier that follows the update).
+        var anyFlagged: Bool {
+            let f = flags + (step & 1) * ranks
+            for q in 0..<ranks where f[q] != 0 { return true }
+            return false
         }
 
         deinit { sources.deallocate() }
@@ -92,8 +106,10 @@ public final class Trainer {
             guard W > 1, mode != .allreduce, config.bucketSizeMB == 0 else { return nil }
             let P = model.parameterCount, E = Autoencoder.extraSlots
             let pa = (P + 15) & ~15, stride = (P + E + 15) & ~15
-            // [moments m | moments v | published parameters | gradients of rank 0 ... W-1]
-            let total = 3 * pa + W * stride
+            // [moments m | moments v | published parameters | flags | gradients of rank 0 ... W-1]
+            let fl = (2 * W + 15) & ~15
+            let g0 = 3 * pa + fl
+            let total = g0 + W * stride
             guard let base = comm.sharedMemory(floats: total) else {
                 if mode == .shared {
                     throw AETError("--grad-sync shared: the \(W) ranks are not all on one node (use auto or allreduce)", exitCode: ExitCode.usage, allRanks: true)
@@ -103,11 +119,12 @@ public final class Trainer {
             if r == 0 { base.initialize(repeating: 0, count: total) }
             comm.sharedSync(what: "shared memory set-up")
             adam.rebind(m: FloatBuffer(borrowing: base, count: P), v: FloatBuffer(borrowing: base + pa, count: P))
-            model.rebind(params: model.params, grads: FloatBuffer(borrowing: base + 3 * pa + r * stride, count: P + E))
+            model.rebind(params: model.params, grads: FloatBuffer(borrowing: base + g0 + r * stride, count: P + E))
             let sources = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: W)
-            for q in 0..<W { sources[q] = UnsafePointer(base + 3 * pa + q * stride) }
+            for q in 0..<W { sources[q] = UnsafePointer(base + g0 + q * stride) }
             func bound(_ q: Int) -> Int { q >= W ? P : min(P, (q * P / W) & ~15) }
-            return SharedState(sources: sources, ranks: W, shard: bound(r)..<bound(r + 1), published: base + 2 * pa)
+            return SharedState(sources: sources, ranks: W, shard: bound(r)..<bound(r + 1), published: base + 2 * pa,
+                               flags: base + 3 * pa)
         }
 
         /// Sums the extra slots of every rank's buffer (rank order) into `extras`.
@@ -128,6 +145,12 @@ public final class Trainer {
         }
     }
     let shared: SharedState?
+    /// Test hook AETRAIN_TEST_NAN_GRAD="RANK:STEP": that rank's gradient gets a NaN at that step.
+    let testNaNGradient: (rank: Int, step: Int)? = {
+        guard let s = ProcessInfo.processInfo.environment["AETRAIN_TEST_NAN_GRAD"] else { return nil }
+        let f = s.split(separator: ":").compactMap { Int($0) }
+        return f.count == 2 ? (f[0], f[1]) : nil
+    }()
     /// "shared" or "allreduce": how this run exchanges gradients (summary.json grad_sync).
     public var gradientSyncMode: String { shared != nil ? "shared" : "allreduce" }
 
@@ -231,15 +254,20 @@ public final class Trainer {
                         comm.progress()
                     }
                 }
+                if let t = testNaNGradient, t.rank == r, t.step == step + 1 { g[P - 1] = .nan }
                 let t3 = now()
                 // Extra slots ride along in the one gradient all-reduce.
                 g[P] = Float(local.loss); g[P + 1] = Float(n); g[P + 2] = Float(local.recon)
                 g[P + 3] = Float(local.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
                 g[P + 5] = 0; g[P + 6] = 0; g[P + 7] = 0
                 let sums: UnsafeMutablePointer<Float>  // the extra slots summed over ranks
+                // Inf/NaN gradients: with --on-nan skip every rank must know before updating, so the
+                // gradient is checked first; with stop (the default) the Adam pass flags them for
+                // free and the run stops after the step (nothing is saved from it).
+                let precheck = config.onNaN == .skip
                 if let shared {
                     // Shared: after the barrier every rank's gradient is readable (see SharedState).
-                    g[P + 5] = Trainer.allFinite(g, P) ? 0 : 1
+                    g[P + 5] = precheck && !Trainer.allFinite(g, P) ? 1 : 0
                     comm.sharedSync(what: "gradient exchange")
                     sums = shared.sumExtras(at: P)
                 } else {
@@ -255,18 +283,18 @@ public final class Trainer {
                 let t4 = now()
                 let count = Double(sums[1])
                 let loss = Double(sums[0]) / count
-                let finite = loss.isFinite && (shared != nil ? sums[5] == 0 : Trainer.allFinite(g, P))
+                let finite = loss.isFinite && (!precheck || (shared != nil ? sums[5] == 0 : Trainer.allFinite(g, P)))
+                var gradientsFinite = true
                 if !finite {
-                    if config.onNaN == .stop {
-                        throw AETError("non-finite loss or gradient at step \(step + 1) (epoch \(position.epoch + 1)); lower --lr, or pass --on-nan skip", exitCode: ExitCode.nonFinite, allRanks: true)
-                    }
+                    if config.onNaN == .stop { throw nonFiniteError(step: step) }
                     if comm.isRoot { printError("warning: non-finite loss or gradient at step \(step + 1); step skipped (--on-nan skip)") }
                 } else {
                     if let shared {
-                        adam.update(params: model.params.pointer, gradientSources: shared.sources, sourceCount: shared.ranks,
-                                    range: shared.shard, publish: shared.published)
+                        gradientsFinite = adam.update(params: model.params.pointer, gradientSources: shared.sources, sourceCount: shared.ranks,
+                                                      range: shared.shard, publish: shared.published)
+                        shared.setFlag(rank: r, !gradientsFinite)
                     } else {
-                        adam.update(params: model.params.pointer, grads: g)
+                        gradientsFinite = adam.update(params: model.params.pointer, grads: g)
                     }
                     epochLossSum += Double(sums[0]); epochCount += count
                 }
@@ -274,9 +302,14 @@ public final class Trainer {
                 var t6 = t5
                 if let shared {
                     comm.sharedSync(what: "parameter update")
-                    if finite { shared.gather(into: model.params.pointer, count: P) }
+                    if finite {
+                        gradientsFinite = !shared.anyFlagged
+                        if gradientsFinite { shared.gather(into: model.params.pointer, count: P) }
+                    }
+                    shared.step += 1
                     t6 = now()
                 }
+                if !gradientsFinite { throw nonFiniteError(step: step) }  // every rank sees the same flags
                 timers.data += t1 - t0; timers.forward += t2 - t1; timers.backward += t3 - t2
                 timers.allreduce += (t4 - t3) + (t6 - t5); timers.optimizer += t5 - t4; timers.steps += 1
                 position.step += 1
@@ -376,6 +409,11 @@ public final class Trainer {
 
     public func evaluate(_ loader: BatchLoader) -> (mse: Double, bce: Double, pen: Double) {
         Evaluator.evaluate(model: model, loader: loader, comm: comm)
+    }
+
+    func nonFiniteError(step: Int) -> AETError {
+        AETError("non-finite loss or gradient at step \(step + 1) (epoch \(position.epoch + 1)); lower --lr, or pass --on-nan skip",
+                 exitCode: ExitCode.nonFinite, allRanks: true)
     }
 
     static func allFinite(_ g: UnsafePointer<Float>, _ n: Int) -> Bool { aet_all_finite(g, n) != 0 }

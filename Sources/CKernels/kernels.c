@@ -1,28 +1,34 @@
 #include "kernels.h"
+#include <float.h>
 #include <math.h>
 
 #define MV __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define LANES 16
 
-MV void aet_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
-                 float shrink, float l2, float one_minus_b1, float b2, float one_minus_b2, float step_size,
-                 float bc2_sqrt, float eps) {
+MV int aet_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, long n,
+                float shrink, float l2, float one_minus_b1, float b2, float one_minus_b2, float step_size,
+                float bc2_sqrt, float eps) {
+    int bad = 0;
     for (long i = 0; i < n; i++) {
+        float g0 = g[i];
+        bad |= !(fabsf(g0) <= FLT_MAX); /* Inf or NaN: free here, the loop is bound by sqrt/div */
         float pi = p[i] * shrink;
-        float gi = g[i] + l2 * pi;
+        float gi = g0 + l2 * pi;
         float mi = m[i] + one_minus_b1 * (gi - m[i]);
         float vi = v[i] * b2 + one_minus_b2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
         p[i] = pi - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
     }
+    return bad;
 }
 
 #define ADAM_BLOCK 512
-MV void aet_adam_sum(float *restrict p, float *restrict pub, const float *const *gs, int ng, float *restrict m, float *restrict v, long n,
+MV int aet_adam_sum(float *restrict p, float *restrict pub, const float *const *gs, int ng, float *restrict m, float *restrict v, long n,
                      float shrink, float l2, float one_minus_b1, float b2, float one_minus_b2, float step_size,
                      float bc2_sqrt, float eps) {
     float g[ADAM_BLOCK] __attribute__((aligned(64)));
+    int bad = 0;
     for (long b = 0; b < n; b += ADAM_BLOCK) {
         long len = n - b < ADAM_BLOCK ? n - b : ADAM_BLOCK;
         const float *restrict g0 = gs[0] + b;
@@ -33,6 +39,7 @@ MV void aet_adam_sum(float *restrict p, float *restrict pub, const float *const 
         }
         float *restrict pb = p + b, *restrict mb = m + b, *restrict vb = v + b;
         for (long i = 0; i < len; i++) {
+            bad |= !(fabsf(g[i]) <= FLT_MAX);
             float pi = pb[i] * shrink;
             float gi = g[i] + l2 * pi;
             float mi = mb[i] + one_minus_b1 * (gi - mb[i]);
@@ -44,6 +51,7 @@ MV void aet_adam_sum(float *restrict p, float *restrict pub, const float *const 
         if (pub)
             for (long i = 0; i < len; i++) pub[b + i] = pb[i];
     }
+    return bad;
 }
 
 static inline float sigm(float z) { return 1.0f / (1.0f + expf(-z)); }

@@ -25,7 +25,9 @@ final class AllocationTests: XCTestCase {
     void *aligned_alloc(size_t a, size_t n) { if (!ra) ra = dlsym(RTLD_NEXT, "aligned_alloc"); atomic_fetch_add(&count, 1); return ra(a, n); }
     __attribute__((destructor)) static void report(void) {
         const char *d = getenv("AET_MALLOC_OUT"); if (!d) return;
-        FILE *f = fopen(d, "w"); if (f) { fprintf(f, "%ld\\n", (long)count); fclose(f); }
+        const char *r = getenv("OMPI_COMM_WORLD_RANK"); /* one file per MPI rank: OUT.rankN */
+        char path[4096]; snprintf(path, sizeof path, r ? "%s.rank%s" : "%s", d, r ? r : "");
+        FILE *f = fopen(path, "w"); if (f) { fprintf(f, "%ld\\n", (long)count); fclose(f); }
     }
     """
 
@@ -59,6 +61,34 @@ final class AllocationTests: XCTestCase {
             }
             XCTAssertGreaterThan(counts[0], 0, "the shim counted nothing")
             XCTAssertLessThan(counts[1] - counts[0], 500, "\(model): \(counts[1] - counts[0]) allocations in 1,000 extra steps")
+        }
+        // Two ranks with the shared gradient exchange (barriers and the fused Adam pass), counted
+        // per rank. (Not the all-reduce: Open MPI's Rabenseifner all-reduce mallocs its scratch
+        // buffer on every call, inside the library.)
+        guard AE.hasMPI else { return }
+        for sync in ["shared"] {
+            var counts: [[Int]] = []
+            for steps in [20, 1020] {
+                var best = [Int.max, Int.max]
+                for attempt in 0..<2 {
+                    let out = dir + "/np2-\(sync)-\(steps)-\(attempt)"
+                    let r = AE.exec(["mpirun", "--oversubscribe", "-np", "2", "-x", "LD_PRELOAD=" + dir + "/shim.so", "-x", "AET_MALLOC_OUT=" + out + ".count",
+                                     release, "--dataset", "mnist", "--data-dir", mnist, "--model", "mlp3", "--max-steps", String(steps),
+                                     "--epochs", "10", "--batch-size", "32", "--test-limit", "64", "--log-every", "100000",
+                                     "--grad-sync", sync, "--no-report", "--out", out], timeout: 120)
+                    XCTAssertEqual(r.status, 0, r.stderr)
+                    for rank in 0..<2 {
+                        let text = (try? String(contentsOfFile: out + ".count.rank\(rank)", encoding: .utf8)) ?? ""
+                        best[rank] = min(best[rank], Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1)
+                    }
+                }
+                counts.append(best)
+            }
+            for rank in 0..<2 {
+                XCTAssertGreaterThan(counts[0][rank], 0, "rank \(rank): the shim counted nothing")
+                XCTAssertLessThan(counts[1][rank] - counts[0][rank], 500,
+                                  "np 2 \(sync) rank \(rank): \(counts[1][rank] - counts[0][rank]) allocations in 1,000 extra steps")
+            }
         }
     }
 }

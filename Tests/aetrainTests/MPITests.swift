@@ -71,6 +71,28 @@ final class MPITests: XCTestCase {
         XCTAssertTrue(lines.allSatisfy { ($0["loss"] as? Double).map { $0.isFinite } ?? false })
     }
 
+    /// An Inf/NaN in one rank's gradient (injected at step 3 on rank 1): with the default
+    /// --on-nan stop every rank exits 5 naming step 3; with skip the step is skipped on every rank
+    /// and the run ends with finite parameters. Both gradient exchanges.
+    func testNonFiniteGradientOnOneRank() throws {
+        let mnist = try AE.requireMNIST()
+        for sync in ["shared", "allreduce"] {
+            let args = ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "1024", "--test-limit", "100", "--max-steps", "6",
+                        "--log-every", "1", "--checkpoint-every", "6", "--grad-sync", sync, "--no-report"]
+            let stop = try AE.mpirun(2, args + ["--out", AE.tempDir("nangrad")], env: ["AETRAIN_TEST_NAN_GRAD": "1:3"], timeout: 60)
+            XCTAssertFalse(stop.timedOut)
+            XCTAssertEqual(stop.status, ExitCode.nonFinite, sync + ": " + stop.stderr)
+            XCTAssertTrue(stop.stderr.contains("error: non-finite loss or gradient at step 3"), stop.stderr)
+            XCTAssertTrue(stop.stderr.contains("rank 1: error: non-finite loss or gradient at step 3"), stop.stderr)
+            let out = AE.tempDir("nanskip")
+            let skip = try AE.mpirun(2, args + ["--out", out, "--on-nan", "skip"], env: ["AETRAIN_TEST_NAN_GRAD": "1:3"], timeout: 60)
+            XCTAssertEqual(skip.status, 0, sync + ": " + skip.stderr)
+            XCTAssertTrue(skip.stderr.contains("step 3; step skipped"), skip.stderr)
+            let params = try AE.parameters(XCTUnwrap(AE.latestCheckpoint(out)))
+            XCTAssertTrue(params.values.allSatisfy { $0.allSatisfy(\.isFinite) }, sync)
+        }
+    }
+
     func testSharedExchangeRejectsBuckets() throws {
         let mnist = try AE.requireMNIST()
         let r = try AE.mpirun(2, ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "256", "--grad-sync", "shared",

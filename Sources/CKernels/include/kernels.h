@@ -8,14 +8,14 @@
 
 /* One Adam/AdamW step over flat buffers (torch.optim.Adam single-tensor semantics):
    p *= shrink; g' = g + l2*p; m += (1-b1)(g'-m); v = b2 v + (1-b2) g'^2;
-   p -= step_size * m / (sqrt(v)/bc2_sqrt + eps). */
-void aet_adam(float *p, const float *g, float *m, float *v, long n, float shrink, float l2,
+   p -= step_size * m / (sqrt(v)/bc2_sqrt + eps). Returns 1 when some g is Inf or NaN. */
+int aet_adam(float *p, const float *g, float *m, float *v, long n, float shrink, float l2,
               float one_minus_b1, float b2, float one_minus_b2, float step_size, float bc2_sqrt, float eps);
 
 /* The same step with the gradient summed from `ng` buffers first (gs[0][i] + gs[1][i] + ..., in
    that order): the reduction of node-shared gradients fused into the optimiser pass. When `pub`
    is not NULL the new parameters are also written there (publishing them to other ranks). */
-void aet_adam_sum(float *p, float *pub, const float *const *gs, int ng, float *m, float *v, long n, float shrink, float l2,
+int aet_adam_sum(float *p, float *pub, const float *const *gs, int ng, float *m, float *v, long n, float shrink, float l2,
                   float one_minus_b1, float b2, float one_minus_b2, float step_size, float bc2_sqrt, float eps);
 
 /* Loss heads from logits z against targets x over n elements. Each writes y = sigmoid(z),
