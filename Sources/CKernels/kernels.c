@@ -23,33 +23,49 @@ MV int aet_adam(float *restrict p, const float *restrict g, float *restrict m, f
     return bad;
 }
 
+/* One element of the Adam step from the summed gradient GSUM (an expression of i). */
+#define ADAM_SUM_LOOP(GSUM)                                                        \
+    for (long i = 0; i < n; i++) {                                                 \
+        float gs_ = GSUM;                                                          \
+        bad |= !(fabsf(gs_) <= FLT_MAX);                                           \
+        float pi = p[i] * shrink;                                                  \
+        float gi = gs_ + l2 * pi;                                                  \
+        float mi = m[i] + one_minus_b1 * (gi - m[i]);                              \
+        float vi = v[i] * b2 + one_minus_b2 * gi * gi;                             \
+        m[i] = mi;                                                                 \
+        v[i] = vi;                                                                 \
+        float pn = pi - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);             \
+        p[i] = pn;                                                                 \
+        if (pub) pub[i] = pn;                                                      \
+    }
+
 #define ADAM_BLOCK 512
 MV int aet_adam_sum(float *restrict p, float *restrict pub, const float *const *gs, int ng, float *restrict m, float *restrict v, long n,
-                     float shrink, float l2, float one_minus_b1, float b2, float one_minus_b2, float step_size,
-                     float bc2_sqrt, float eps) {
-    float g[ADAM_BLOCK] __attribute__((aligned(64)));
+                    float shrink, float l2, float one_minus_b1, float b2, float one_minus_b2, float step_size,
+                    float bc2_sqrt, float eps) {
     int bad = 0;
-    for (long b = 0; b < n; b += ADAM_BLOCK) {
-        long len = n - b < ADAM_BLOCK ? n - b : ADAM_BLOCK;
-        const float *restrict g0 = gs[0] + b;
+    /* Up to 4 sources: one fused pass. More: the sum is built per block in a stack buffer first.
+       Either way the order is ((g0 + g1) + g2) + ... */
+    const float *restrict a = gs[0], *restrict b = ng > 1 ? gs[1] : a, *restrict c = ng > 2 ? gs[2] : a,
+                *restrict d = ng > 3 ? gs[3] : a;
+    switch (ng) {
+    case 1: ADAM_SUM_LOOP(a[i]) return bad;
+    case 2: ADAM_SUM_LOOP(a[i] + b[i]) return bad;
+    case 3: ADAM_SUM_LOOP((a[i] + b[i]) + c[i]) return bad;
+    case 4: ADAM_SUM_LOOP(((a[i] + b[i]) + c[i]) + d[i]) return bad;
+    default: break;
+    }
+    float g[ADAM_BLOCK] __attribute__((aligned(64)));
+    for (long blk = 0; blk < n; blk += ADAM_BLOCK) {
+        long len = n - blk < ADAM_BLOCK ? n - blk : ADAM_BLOCK;
+        const float *restrict g0 = gs[0] + blk;
         for (long i = 0; i < len; i++) g[i] = g0[i];
         for (int r = 1; r < ng; r++) {
-            const float *restrict gr = gs[r] + b;
+            const float *restrict gr = gs[r] + blk;
             for (long i = 0; i < len; i++) g[i] += gr[i];
         }
-        float *restrict pb = p + b, *restrict mb = m + b, *restrict vb = v + b;
-        for (long i = 0; i < len; i++) {
-            bad |= !(fabsf(g[i]) <= FLT_MAX);
-            float pi = pb[i] * shrink;
-            float gi = g[i] + l2 * pi;
-            float mi = mb[i] + one_minus_b1 * (gi - mb[i]);
-            float vi = vb[i] * b2 + one_minus_b2 * gi * gi;
-            mb[i] = mi;
-            vb[i] = vi;
-            pb[i] = pi - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
-        }
-        if (pub)
-            for (long i = 0; i < len; i++) pub[b + i] = pb[i];
+        bad |= aet_adam_sum(p + blk, pub ? pub + blk : 0, (const float *const[]){g}, 1, m + blk, v + blk, len, shrink, l2,
+                            one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps);
     }
     return bad;
 }

@@ -203,46 +203,69 @@ final class AdamTests: XCTestCase {
     }
 
     /// --grad-sync shared: each rank updates its slice from the sum of every rank's gradient
-    /// buffer. Three "ranks" each updating one slice must leave exactly the parameters and moments
-    /// of one update from the summed gradient, for Adam and AdamW, over several steps; the
-    /// published copy of each slice equals the parameters.
+    /// buffer. N "ranks" each updating one slice must leave exactly the parameters and moments of
+    /// one update from the summed gradient ((g0 + g1) + g2 ..., in Float), for Adam and AdamW, over
+    /// several steps; the published copy of each slice equals the parameters. 1–4 sources take
+    /// the fused pass, 6 the blocked one.
     func testSlicedUpdateFromSummedSourcesEqualsOneUpdate() {
-        for decoupled in [false, true] {
-            var c = AdamConfig()
-            c.lr = 3e-3; c.weightDecay = 0.01; c.decoupled = decoupled
-            let n = 1000, ranks = 3
-            let bounds = [0, 320, 656, n]  // 16-float aligned, unequal, as SharedState cuts them
-            let whole = Adam(count: n, config: c)
-            let sliced = (0..<ranks).map { _ in Adam(count: n, config: c) }
-            let p1 = FloatBuffer(n), p2 = FloatBuffer(n), pub = FloatBuffer(n), sum = FloatBuffer(n)
-            let init0 = GradCheck.random(n, seed: 3)
-            for i in 0..<n { p1[i] = init0[i]; p2[i] = init0[i] }
-            let grads = (0..<ranks).map { _ in FloatBuffer(n) }
-            let sources = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: ranks)
+        for ranks in [1, 2, 3, 4, 6] {
+            for decoupled in [false, true] {
+                var c = AdamConfig()
+                c.lr = 3e-3; c.weightDecay = 0.01; c.decoupled = decoupled
+                let n = 1000 + 7 * ranks
+                let bounds = (0...ranks).map { q in q == ranks ? n : min(n, (q * n / ranks) & ~15) }
+                let whole = Adam(count: n, config: c)
+                let sliced = (0..<ranks).map { _ in Adam(count: n, config: c) }
+                let p1 = FloatBuffer(n), p2 = FloatBuffer(n), pub = FloatBuffer(n), sum = FloatBuffer(n)
+                let init0 = GradCheck.random(n, seed: 3)
+                for i in 0..<n { p1[i] = init0[i]; p2[i] = init0[i] }
+                let grads = (0..<ranks).map { _ in FloatBuffer(n) }
+                let sources = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: ranks)
+                defer { sources.deallocate() }
+                for r in 0..<ranks { sources[r] = UnsafePointer(grads[r].pointer) }
+                for step in 0..<4 {
+                    for r in 0..<ranks {
+                        let g = GradCheck.random(n, seed: UInt64(100 * step + r), -0.1, 0.1)
+                        for i in 0..<n { grads[r][i] = g[i] }
+                    }
+                    for i in 0..<n {
+                        var t = grads[0][i]
+                        for r in 1..<max(ranks, 1) { t += grads[r][i] }
+                        sum[i] = t
+                    }
+                    XCTAssertTrue(whole.update(params: p1.pointer, grads: sum.pointer))
+                    for r in 0..<ranks {
+                        XCTAssertTrue(sliced[r].update(params: p2.pointer, gradientSources: sources, sourceCount: ranks,
+                                                       range: bounds[r]..<bounds[r + 1], publish: pub.pointer))
+                    }
+                }
+                for r in 0..<ranks {
+                    for i in bounds[r]..<bounds[r + 1] {
+                        XCTAssertEqual(p2[i], p1[i], "\(ranks) ranks, decoupled \(decoupled): parameter \(i)")
+                        XCTAssertEqual(pub[i], p2[i], "published \(i)")
+                        XCTAssertEqual(sliced[r].m[i], whole.m[i], "m \(i)")
+                        XCTAssertEqual(sliced[r].v[i], whole.v[i], "v \(i)")
+                    }
+                    XCTAssertEqual(sliced[r].step, 4)
+                }
+                XCTAssertNotEqual(p1[0], init0[0], "the parameters moved")
+            }
+        }
+    }
+
+    /// The Adam pass reports an Inf or NaN gradient (the summed one, for the sliced update).
+    func testUpdateFlagsNonFiniteGradients() {
+        for bad in [Float.nan, .infinity, -.infinity] {
+            let adam = Adam(count: 40, config: AdamConfig())
+            let p = FloatBuffer(40), g = FloatBuffer(40), h = FloatBuffer(40)
+            XCTAssertTrue(adam.update(params: p.pointer, grads: g.pointer))
+            g[37] = bad
+            XCTAssertFalse(adam.update(params: p.pointer, grads: g.pointer))
+            let sources = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 2)
             defer { sources.deallocate() }
-            for r in 0..<ranks { sources[r] = UnsafePointer(grads[r].pointer) }
-            for step in 0..<4 {
-                for r in 0..<ranks {
-                    let g = GradCheck.random(n, seed: UInt64(100 * step + r), -0.1, 0.1)
-                    for i in 0..<n { grads[r][i] = g[i] }
-                }
-                for i in 0..<n { sum[i] = (grads[0][i] + grads[1][i]) + grads[2][i] }
-                whole.update(params: p1.pointer, grads: sum.pointer)
-                for r in 0..<ranks {
-                    sliced[r].update(params: p2.pointer, gradientSources: sources, sourceCount: ranks,
-                                     range: bounds[r]..<bounds[r + 1], publish: pub.pointer)
-                }
-            }
-            for r in 0..<ranks {
-                for i in bounds[r]..<bounds[r + 1] {
-                    XCTAssertEqual(p2[i], p1[i], "decoupled \(decoupled) parameter \(i)")
-                    XCTAssertEqual(pub[i], p2[i], "published \(i)")
-                    XCTAssertEqual(sliced[r].m[i], whole.m[i], "m \(i)")
-                    XCTAssertEqual(sliced[r].v[i], whole.v[i], "v \(i)")
-                }
-                XCTAssertEqual(sliced[r].step, 4)
-            }
-            XCTAssertNotEqual(p1[0], init0[0], "the parameters moved")
+            sources[0] = UnsafePointer(h.pointer); sources[1] = UnsafePointer(g.pointer)
+            XCTAssertTrue(adam.update(params: p.pointer, gradientSources: sources, sourceCount: 2, range: 0..<32))
+            XCTAssertFalse(adam.update(params: p.pointer, gradientSources: sources, sourceCount: 2, range: 32..<40))
         }
     }
 }
