@@ -62,8 +62,8 @@ public final class Trainer {
     /// sums the gradients over that slice inside the Adam pass (the reduction fused with the
     /// update), keeps the Adam moments of that slice only (in the same window, where rank 0 reads
     /// all of them for checkpoints) and publishes its new slice; after a second barrier every
-    /// rank copies the other slices into its replica. Per step each rank moves about one parameter
-    /// vector instead of an all-reduce's two, and Adam's work is divided by the number of ranks.
+    /// rank copies the other slices into its replica. Ranks read each other's data where it lies
+    /// (no copies through message buffers), and Adam's work is divided by the number of ranks.
     final class SharedState {
         /// Every rank's gradient buffer (parameterCount + extra slots), in rank order.
         let sources: UnsafeMutablePointer<UnsafePointer<Float>?>
@@ -151,8 +151,8 @@ public final class Trainer {
         let f = s.split(separator: ":").compactMap { Int($0) }
         return f.count == 2 ? (f[0], f[1]) : nil
     }()
-    /// "shared" or "allreduce": how this run exchanges gradients (summary.json grad_sync).
-    public var gradientSyncMode: String { shared != nil ? "shared" : "allreduce" }
+    /// "shared", "allreduce" or "none" (one rank): how this run sums gradients (summary.json grad_sync).
+    public var gradientSyncMode: String { shared != nil ? "shared" : comm.size > 1 ? "allreduce" : "none" }
 
     var outURL: URL { URL(fileURLWithPath: config.out) }
 

@@ -24,7 +24,7 @@ final class MPITests: XCTestCase {
         runs.append(("no mpirun", AE.stepLosses(base + "/plain"), try AE.parameters(AE.latestCheckpoint(base + "/plain")!)))
         // Both gradient exchanges: shared (the default on one node) and the MPI all-reduce, plain
         // and overlapped in buckets.
-        for (np, sync, bucket, used) in [(1, "auto", "0", "allreduce"), (2, "auto", "0", "shared"), (4, "auto", "0", "shared"),
+        for (np, sync, bucket, used) in [(1, "auto", "0", "none"), (2, "auto", "0", "shared"), (4, "auto", "0", "shared"),
                                          (2, "allreduce", "0", "allreduce"), (4, "allreduce", "0", "allreduce"),
                                          (2, "auto", "0.05", "allreduce"), (4, "auto", "0.05", "allreduce")] {
             let out = base + "/np\(np)-\(sync)-bucket\(bucket)"
