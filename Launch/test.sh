@@ -12,6 +12,17 @@ if [[ "$(id -u)" -eq 0 ]]; then
 fi
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
+# The real MNIST files (tests never use a synthetic stand-in): $AETRAIN_MNIST_DIR, else
+# ../shared/data/mnist beside the repository, else /work/shared/data/mnist.
+for d in "${AETRAIN_MNIST_DIR:-}" "$root/../shared/data/mnist" /work/shared/data/mnist; do
+    if [[ -n "$d" && -f "$d/train-images-idx3-ubyte.gz" ]]; then export AETRAIN_MNIST_DIR="$(cd "$d" && pwd)"; break; fi
+done
+if [[ -n "${AETRAIN_MNIST_DIR:-}" && -f "$AETRAIN_MNIST_DIR/train-images-idx3-ubyte.gz" ]]; then
+    echo "MNIST: $AETRAIN_MNIST_DIR"
+else
+    echo "warning: MNIST not found (set AETRAIN_MNIST_DIR); the tests that train on it will be skipped" >&2
+fi
+
 passed=0; failed=0; failures=()
 suite() {  # name, command...
     local name="$1"; shift

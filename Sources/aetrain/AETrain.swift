@@ -85,7 +85,7 @@ struct TrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
     @Option(parsing: .unconditional, help: "Gradient bucket size in MB: all-reduce buckets during backward, overlapped (0: one all-reduce after backward).")
     var bucketSize: Double = 0
-    @Option(help: "Gradient exchange: auto (shared on one node, else allreduce), shared (one node-shared copy of parameters and Adam state, reduction fused into Adam) or allreduce (replicas and one MPI all-reduce).")
+    @Option(help: "Gradient exchange: shared (one node: gradients and Adam moments in MPI shared memory, each rank sums and updates its slice of the parameters in one pass), allreduce (one MPI all-reduce, then the whole Adam step on every rank), or auto (shared when all ranks are on one node and --bucket-size is 0).")
     var gradSync: GradientSync = .auto
     @Option(parsing: .unconditional, help: "Abort the job when a collective is pending longer than SEC seconds (0 disables).") var collectiveTimeout: Double = 300
     @Option(help: "On a non-finite loss or gradient: stop or skip the step.") var onNan: OnNaN = .stop
