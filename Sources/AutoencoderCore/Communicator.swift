@@ -20,8 +20,9 @@ public protocol Communicator: AnyObject {
     func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String)
     func barrier(what: String)
     /// `floats` floats of memory mapped by every rank (an MPI-3 shared window), or nil when the
-    /// ranks do not all share one node. Collective: every rank calls it with the same count.
-    func sharedMemory(floats: Int) -> UnsafeMutablePointer<Float>?
+    /// ranks do not all share one node. Collective: every rank calls it with the same count;
+    /// when the memory cannot be had on any rank, every rank throws.
+    func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>?
     /// Orders the shared memory: every rank's writes before the call are visible to every rank
     /// after it (memory barrier, rank barrier, memory barrier).
     func sharedSync(what: String)
@@ -93,7 +94,7 @@ public final class LocalCommunicator: Communicator {
     public func waitAll(what: String) {}
     public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {}
     public func barrier(what: String) {}
-    public func sharedMemory(floats: Int) -> UnsafeMutablePointer<Float>? { nil }
+    public func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>? { nil }
     public func sharedSync(what: String) {}
     public func abort(code: Int32) -> Never { exit(code) }
     public func finalize() {}
@@ -218,13 +219,40 @@ public final class MPICommunicator: Communicator {
         _ = aet_mpi_barrier()
     }
 
-    public func sharedMemory(floats: Int) -> UnsafeMutablePointer<Float>? {
+    public func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>? {
         guard size > 1, Int(aet_mpi_node_size()) == size else { return nil }
+        // Rank 0 creates the window's backing file in osc/sm's directory: check that it has room
+        // first, for every rank (Open MPI's osc/sm does not fail collectively: the other ranks
+        // would wait forever), then allocate.
+        let bytes = floats * 4
+        try agree(isRoot ? MPICommunicator.checkBackingDirectory(bytes: bytes) : nil, what: "shared memory set-up")
         var base: UnsafeMutableRawPointer? = nil
         var win: MPI_Win? = nil
-        guard aet_mpi_shared_alloc(floats * 4, &base, &win) == MPI_SUCCESS, let base else { return nil }
+        let rc = aet_mpi_shared_alloc(bytes, &base, &win)
+        var failure: AETError? = nil
+        if rc != MPI_SUCCESS || base == nil {
+            var text = [CChar](repeating: 0, count: 512)
+            aet_mpi_error_string(rc, &text, 512)
+            failure = AETError("MPI_Win_allocate_shared of \(bytes) bytes failed: " + String(cString: text))
+        }
+        try agree(failure, what: "shared memory set-up")
         windows.append(win)
-        return base.bindMemory(to: Float.self, capacity: floats)
+        return base!.bindMemory(to: Float.self, capacity: floats)
+    }
+
+    /// The directory where Open MPI's osc/sm puts shared windows ($OMPI_MCA_osc_sm_backing_directory,
+    /// default /dev/shm) must be writable, with room for `bytes` plus 1 MiB.
+    static func checkBackingDirectory(bytes: Int, env: [String: String] = ProcessInfo.processInfo.environment) -> AETError? {
+        let dir = env["OMPI_MCA_osc_sm_backing_directory"].flatMap { $0.isEmpty ? nil : $0 } ?? "/dev/shm"
+        if access(dir, W_OK) != 0 {
+            return AETError("shared-memory directory \(dir) is not writable: " + String(cString: strerror(errno)))
+        }
+        let attributes = try? FileManager.default.attributesOfFileSystem(forPath: dir)
+        if let free = (attributes?[.systemFreeSize] as? NSNumber)?.intValue, free < bytes + 1_048_576 {
+            let needed: Int = bytes / 1024 + 1024
+            return AETError("shared-memory directory \(dir) has \(free / 1024) KiB free, \(needed) KiB needed")
+        }
+        return nil
     }
 
     public func sharedSync(what: String) {

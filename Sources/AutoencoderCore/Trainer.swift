@@ -110,7 +110,15 @@ public final class Trainer {
             let fl = (2 * W + 15) & ~15
             let g0 = 3 * pa + fl
             let total = g0 + W * stride
-            guard let base = comm.sharedMemory(floats: total) else {
+            let window: UnsafeMutablePointer<Float>?
+            do {
+                window = try comm.sharedMemory(floats: total)
+            } catch let e as AETError {
+                if mode == .shared { throw AETError("--grad-sync shared: " + e.message, exitCode: ExitCode.distributed, allRanks: true) }
+                if r == 0 { printError("warning: \(e.message); using --grad-sync allreduce (pass --grad-sync shared to stop instead)") }
+                return nil
+            }
+            guard let base = window else {
                 if mode == .shared {
                     throw AETError("--grad-sync shared: the \(W) ranks are not all on one node (use auto or allreduce)", exitCode: ExitCode.usage, allRanks: true)
                 }

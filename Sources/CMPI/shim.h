@@ -51,6 +51,9 @@ static inline int aet_mpi_shared_alloc(long bytes, void **base, MPI_Win *win) {
     int r = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &r);
     void *mine = NULL;
+    /* Errors stay fatal: Open MPI's osc/sm does not fail collectively (a rank whose backing file
+       cannot be created returns while the others wait), so the caller checks the backing
+       directory first. */
     int rc = MPI_Win_allocate_shared(r == 0 ? (MPI_Aint)bytes : 0, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &mine, win);
     if (rc != MPI_SUCCESS) return rc;
     MPI_Aint size = 0;
@@ -65,6 +68,11 @@ static inline int aet_mpi_shared_sync(MPI_Win win) {
     int rc = MPI_Barrier(MPI_COMM_WORLD);
     MPI_Win_sync(win);
     return rc;
+}
+static inline void aet_mpi_error_string(int rc, char *buf, int cap) {
+    int len = 0;
+    if (MPI_Error_string(rc, buf, &len) != MPI_SUCCESS) len = 0;
+    buf[len < cap ? len : cap - 1] = 0;
 }
 static inline int aet_mpi_shared_release(MPI_Win win) { return MPI_Win_unlock_all(win); }
 static inline int aet_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }

@@ -93,6 +93,30 @@ final class MPITests: XCTestCase {
         }
     }
 
+    /// No usable shared-memory directory (osc/sm's backing directory made unwritable): auto warns
+    /// and trains with the all-reduce; an explicit --grad-sync shared stops every rank with one
+    /// line (exit 6). Neither hangs.
+    func testSharedMemoryUnavailable() throws {
+        let mnist = try AE.requireMNIST()
+        guard AE.hasMPI else { throw XCTSkip("no mpirun") }
+        for sync in ["auto", "shared"] {
+            let out = AE.tempDir("noshm")
+            let r = AE.exec(["mpirun", "--oversubscribe", "-np", "2", "--mca", "osc_sm_backing_directory", "/nonexistent-aetrain",
+                             AE.binary, "--dataset", "mnist", "--data-dir", mnist, "--train-limit", "512", "--test-limit", "100",
+                             "--epochs", "1", "--grad-sync", sync, "--no-report", "--out", out], timeout: 60)
+            XCTAssertFalse(r.timedOut, sync)
+            if sync == "auto" {
+                XCTAssertEqual(r.status, 0, r.stderr)
+                XCTAssertTrue(r.stderr.contains("warning: shared-memory directory /nonexistent-aetrain is not writable"), r.stderr)
+                XCTAssertEqual(AE.json(out + "/summary.json")?["grad_sync"] as? String, "allreduce")
+            } else {
+                XCTAssertEqual(r.status, ExitCode.distributed, r.stderr)
+                XCTAssertTrue(r.stderr.contains("error: --grad-sync shared: shared-memory directory /nonexistent-aetrain is not writable"), r.stderr)
+                XCTAssertTrue(r.stderr.contains("rank 1: error: --grad-sync shared:"), r.stderr)
+            }
+        }
+    }
+
     func testSharedExchangeRejectsBuckets() throws {
         let mnist = try AE.requireMNIST()
         let r = try AE.mpirun(2, ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "256", "--grad-sync", "shared",
