@@ -228,14 +228,7 @@ public final class MPICommunicator: Communicator {
         try agree(isRoot ? MPICommunicator.checkBackingDirectory(bytes: bytes) : nil, what: "shared memory set-up")
         var base: UnsafeMutableRawPointer? = nil
         var win: MPI_Win? = nil
-        let rc = aet_mpi_shared_alloc(bytes, &base, &win)
-        var failure: AETError? = nil
-        if rc != MPI_SUCCESS || base == nil {
-            var text = [CChar](repeating: 0, count: 512)
-            aet_mpi_error_string(rc, &text, 512)
-            failure = AETError("MPI_Win_allocate_shared of \(bytes) bytes failed: " + String(cString: text))
-        }
-        try agree(failure, what: "shared memory set-up")
+        _ = aet_mpi_shared_alloc(bytes, &base, &win)  // MPI errors are fatal: it returns only on success
         windows.append(win)
         return base!.bindMemory(to: Float.self, capacity: floats)
     }

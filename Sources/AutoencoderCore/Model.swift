@@ -54,7 +54,7 @@ public final class Autoencoder {
     /// Extra Float slots after the gradients, summed by the same all-reduce (loss sums, counts, flags).
     public static let extraSlots = 8
 
-    public private(set) var params: FloatBuffer
+    public let params: FloatBuffer
     public private(set) var grads: FloatBuffer
     /// Corrupted network input (denoising) and clean reconstruction target, [maxBatch, 784].
     /// Without noise the network reads `target` directly (no copy).
@@ -425,16 +425,13 @@ public final class Autoencoder {
         (g + parameterCount).update(repeating: 0, count: Autoencoder.extraSlots)
     }
 
-    /// Moves parameters and gradients into memory owned elsewhere (node-shared); contents are
-    /// not copied. `grads` holds `parameterCount + extraSlots` floats.
-    public func rebind(params: FloatBuffer, grads: FloatBuffer) {
-        precondition(params.count >= parameterCount && grads.count >= parameterCount + Autoencoder.extraSlots)
-        self.params = params
+    /// Moves the gradients into memory owned elsewhere (node-shared); contents are not copied.
+    /// `grads` holds `parameterCount + extraSlots` floats.
+    public func rebind(grads: FloatBuffer) {
+        precondition(grads.count >= parameterCount + Autoencoder.extraSlots)
         self.grads = grads
-        var p = 0
-        for l in encoder + decoder {
-            l.bind(parameters: params.pointer + p, gradients: grads.pointer + p)
-            p += l.parameterCount
+        for (l, off) in zip(encoder + decoder, encoderOffsets + decoderOffsets) {
+            l.bind(parameters: params.pointer + off, gradients: grads.pointer + off)
         }
     }
 }

@@ -379,24 +379,21 @@ public enum SVGPlot {
             let cx = (plotLeft + plotRight) / 2, cy = (plotTop + plotBottom) / 2
             out += "<text x=\"\(f2(Double(width) / 2))\" y=\"24\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">\(xmlEscape(title))</text>\n"
             // Grid lines and tick labels.
+            // Vertical lines at the x ticks from y0 to y1, horizontal ones at the y ticks from x0 to x1.
+            func tickLines(y0: Double, y1: Double, x0: Double, x1: Double) {
+                for t in x.ticks {
+                    let p = f2(px(x, t.value))
+                    out += "<line x1=\"\(p)\" y1=\"\(f2(y0))\" x2=\"\(p)\" y2=\"\(f2(y1))\"/>"
+                }
+                for t in y.ticks {
+                    let p = f2(py(y, t.value))
+                    out += "<line x1=\"\(f2(x0))\" y1=\"\(p)\" x2=\"\(f2(x1))\" y2=\"\(p)\"/>"
+                }
+            }
             out += "<g stroke=\"#e4e4e4\" stroke-width=\"1\">"
-            for t in x.ticks {
-                let p = f2(px(x, t.value))
-                out += "<line x1=\"\(p)\" y1=\"\(f2(plotTop))\" x2=\"\(p)\" y2=\"\(f2(plotBottom))\"/>"
-            }
-            for t in y.ticks {
-                let p = f2(py(y, t.value))
-                out += "<line x1=\"\(f2(plotLeft))\" y1=\"\(p)\" x2=\"\(f2(plotRight))\" y2=\"\(p)\"/>"
-            }
+            tickLines(y0: plotTop, y1: plotBottom, x0: plotLeft, x1: plotRight)
             out += "</g>\n<g stroke=\"#333333\" stroke-width=\"1\">"
-            for t in x.ticks {
-                let p = f2(px(x, t.value))
-                out += "<line x1=\"\(p)\" y1=\"\(f2(plotBottom))\" x2=\"\(p)\" y2=\"\(f2(plotBottom + 5))\"/>"
-            }
-            for t in y.ticks {
-                let p = f2(py(y, t.value))
-                out += "<line x1=\"\(f2(plotLeft - 5))\" y1=\"\(p)\" x2=\"\(f2(plotLeft))\" y2=\"\(p)\"/>"
-            }
+            tickLines(y0: plotBottom, y1: plotBottom + 5, x0: plotLeft - 5, x1: plotLeft)
             out += "</g>\n<g fill=\"#222222\" font-size=\"11\">"
             for t in x.ticks {
                 out += "<text x=\"\(f2(px(x, t.value)))\" y=\"\(f2(plotBottom + 18))\" text-anchor=\"middle\">\(xmlEscape(t.label))</text>"

@@ -20,7 +20,6 @@ extension Trainer {
         /// Per-rank "my slice saw an Inf/NaN gradient" flags, two sets used on alternate steps (a
         /// rank writes step k's flag while the others may still read step k − 1's).
         let flags: UnsafeMutablePointer<Float>
-        var step = 0
         /// The extra slots summed over ranks (loss, count, ...), as the all-reduce would leave them.
         let extras = FloatBuffer(Autoencoder.extraSlots)
 
@@ -33,9 +32,9 @@ extension Trainer {
             self.flags = flags
         }
 
-        func setFlag(rank: Int, _ bad: Bool) { flags[(step & 1) * ranks + rank] = bad ? 1 : 0 }
-        /// True when any rank flagged this step (read after the barrier that follows the update).
-        var anyFlagged: Bool {
+        func setFlag(rank: Int, step: Int, _ bad: Bool) { flags[(step & 1) * ranks + rank] = bad ? 1 : 0 }
+        /// True when any rank flagged `step` (read after the barrier that follows the update).
+        func anyFlagged(step: Int) -> Bool {
             let f = flags + (step & 1) * ranks
             for q in 0..<ranks where f[q] != 0 { return true }
             return false
@@ -72,7 +71,7 @@ extension Trainer {
             if r == 0 { base.initialize(repeating: 0, count: total) }
             comm.sharedSync(what: "shared memory set-up")
             adam.rebind(m: FloatBuffer(borrowing: base, count: P), v: FloatBuffer(borrowing: base + pa, count: P))
-            model.rebind(params: model.params, grads: FloatBuffer(borrowing: base + g0 + r * stride, count: P + E))
+            model.rebind(grads: FloatBuffer(borrowing: base + g0 + r * stride, count: P + E))
             let sources = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: W)
             for q in 0..<W { sources[q] = UnsafePointer(base + g0 + q * stride) }
             func bound(_ q: Int) -> Int { q >= W ? P : min(P, (q * P / W) & ~15) }

@@ -207,7 +207,7 @@ public final class Trainer {
                     if let shared {
                         gradientsFinite = adam.update(params: model.params.pointer, gradientSources: shared.sources, sourceCount: shared.ranks,
                                                       range: shared.shard, publish: shared.published)
-                        shared.setFlag(rank: r, !gradientsFinite)
+                        shared.setFlag(rank: r, step: step, !gradientsFinite)
                     } else {
                         gradientsFinite = adam.update(params: model.params.pointer, grads: g)
                     }
@@ -218,10 +218,9 @@ public final class Trainer {
                 if let shared {
                     comm.sharedSync(what: "parameter update")
                     if finite {
-                        gradientsFinite = !shared.anyFlagged
+                        gradientsFinite = !shared.anyFlagged(step: step)
                         if gradientsFinite { shared.gather(into: model.params.pointer, count: P) }
                     }
-                    shared.step += 1
                     t6 = now()
                 }
                 if !gradientsFinite { throw nonFiniteError(step: step) }  // every rank sees the same flags

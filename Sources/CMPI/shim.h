@@ -69,11 +69,6 @@ static inline int aet_mpi_shared_sync(MPI_Win win) {
     MPI_Win_sync(win);
     return rc;
 }
-static inline void aet_mpi_error_string(int rc, char *buf, int cap) {
-    int len = 0;
-    if (MPI_Error_string(rc, buf, &len) != MPI_SUCCESS) len = 0;
-    buf[len < cap ? len : cap - 1] = 0;
-}
 static inline int aet_mpi_shared_release(MPI_Win win) { return MPI_Win_unlock_all(win); }
 static inline int aet_mpi_abort(int code) { return MPI_Abort(MPI_COMM_WORLD, code); }
 static inline int aet_mpi_finalize(void) { return MPI_Finalize(); }

@@ -182,38 +182,7 @@ final class ConvLayerTests: XCTestCase {
             Upsample2D(channels: 2, height: 3, width: 3),
         ]
         for (t, layer) in layers.enumerated() {
-            let pc = layer.parameterCount
-            let p = FloatBuffer(pc), g4 = FloatBuffer(pc), g2 = FloatBuffer(pc)
-            layer.bind(parameters: p.pointer, gradients: g4.pointer)
-            var rng = SplitMix64(seed: UInt64(300 + t))
-            layer.initialize(.torch, rng: &rng)
-            layer.reserve(maxBatch: 4)
-            let ni = layer.inputSize, no = layer.outputSize
-            let x = FloatBuffer(4 * ni)
-            for (i, v) in GradCheck.random(4 * ni, seed: UInt64(400 + t)).enumerated() { x[i] = v }
-            let r = GradCheck.random(4 * no, seed: UInt64(500 + t))
-
-            // Full batch of 4; per-sample gradients are additive, so run samples 0-1 separately too.
-            let y4 = FloatBuffer(4 * no), dy4 = FloatBuffer(4 * no), dx4 = FloatBuffer(4 * ni)
-            layer.forward(x.pointer, y4.pointer, batch: 4)
-            for i in 0..<(4 * no) { dy4[i] = r[i] }
-            layer.backward(x: x.pointer, y: y4.pointer, dy: dy4.pointer, dx: dx4.pointer, batch: 4)
-
-            layer.bind(parameters: p.pointer, gradients: g2.pointer)
-            let y2 = FloatBuffer(4 * no), dy2 = FloatBuffer(4 * no), dx2 = FloatBuffer(4 * ni)
-            for half in 0..<2 {
-                let xo = half * 2 * ni, yo = half * 2 * no
-                layer.forward(x.pointer + xo, y2.pointer + yo, batch: 2)
-                for i in 0..<(2 * no) { dy2[yo + i] = r[yo + i] }
-                layer.backward(x: x.pointer + xo, y: y2.pointer + yo, dy: dy2.pointer + yo,
-                               dx: dx2.pointer + xo, batch: 2)
-            }
-            for i in 0..<(4 * no) { XCTAssertEqual(y2[i], y4[i], accuracy: 1e-5, "layer \(t) y[\(i)]") }
-            for i in 0..<(4 * ni) { XCTAssertEqual(dx2[i], dx4[i], accuracy: 1e-5, "layer \(t) dx[\(i)]") }
-            for i in 0..<pc { XCTAssertEqual(g2[i], g4[i], accuracy: 1e-4, "layer \(t) grad[\(i)]") }
-
-            // Batch 0: nothing is read or written.
-            assertBatchZeroIsNoOp(layer, x: x.pointer, grads: g2, name: "layer \(t)")
+            assertHalvesMatchFullBatch(layer, seed: t, yAccuracy: 1e-5, name: "layer \(t)")
         }
     }
 

@@ -119,3 +119,47 @@ func assertBatchZeroIsNoOp(_ layer: Layer, x: UnsafePointer<Float>, grads: Float
     XCTAssertTrue(sentinelDx.array.allSatisfy { $0 == 42 }, "\(name): batch 0 wrote dx", file: file, line: line)
     XCTAssertEqual(grads.array, gBefore, "\(name): batch 0 changed gradients", file: file, line: line)
 }
+
+/// Split-batch consistency of one layer: reserved for 4 samples, run on a batch of 4 and on its
+/// two halves of 2 (gradients accumulating), it must give the same outputs, input gradients and
+/// parameter gradients; backward must overwrite dx, not add to it; a layer with parameters must
+/// produce a non-zero gradient; batch 0 must touch nothing. Returns the parameters, the batch-4
+/// gradient, the input and the output weights, for further checks.
+@discardableResult
+func assertHalvesMatchFullBatch(_ layer: Layer, seed t: Int, yAccuracy: Float, name: String,
+                                file: StaticString = #filePath, line: UInt = #line)
+    -> (params: FloatBuffer, grads: FloatBuffer, x: FloatBuffer, r: [Float]) {
+    let pc = layer.parameterCount
+    let p = FloatBuffer(pc), g4 = FloatBuffer(pc), g2 = FloatBuffer(pc)
+    layer.bind(parameters: p.pointer, gradients: g4.pointer)
+    var rng = SplitMix64(seed: UInt64(300 + t))
+    layer.initialize(.torch, rng: &rng)
+    layer.reserve(maxBatch: 4)
+    let ni = layer.inputSize, no = layer.outputSize
+    let x = FloatBuffer(4 * ni)
+    for (i, v) in GradCheck.random(4 * ni, seed: UInt64(400 + t)).enumerated() { x[i] = v }
+    let r = GradCheck.random(4 * no, seed: UInt64(500 + t))
+
+    let y4 = FloatBuffer(4 * no), dy4 = FloatBuffer(4 * no), dx4 = FloatBuffer(4 * ni)
+    layer.forward(x.pointer, y4.pointer, batch: 4)
+    for i in 0..<(4 * no) { dy4[i] = r[i] }
+    layer.backward(x: x.pointer, y: y4.pointer, dy: dy4.pointer, dx: dx4.pointer, batch: 4)
+    if pc > 0 { XCTAssertTrue(g4.array.contains { $0 != 0 }, "\(name): no gradient", file: file, line: line) }
+
+    layer.bind(parameters: p.pointer, gradients: g2.pointer)
+    let y2 = FloatBuffer(4 * no), dy2 = FloatBuffer(4 * no), dx2 = FloatBuffer(4 * ni)
+    dx2.pointer.update(repeating: 7, count: 4 * ni)  // backward must overwrite dx
+    for half in 0..<2 {
+        let xo = half * 2 * ni, yo = half * 2 * no
+        layer.forward(x.pointer + xo, y2.pointer + yo, batch: 2)
+        for i in 0..<(2 * no) { dy2[yo + i] = r[yo + i] }
+        layer.backward(x: x.pointer + xo, y: y2.pointer + yo, dy: dy2.pointer + yo, dx: dx2.pointer + xo, batch: 2)
+    }
+    for i in 0..<(4 * no) { XCTAssertEqual(y2[i], y4[i], accuracy: yAccuracy, "\(name) y[\(i)]", file: file, line: line) }
+    for i in 0..<(4 * ni) { XCTAssertEqual(dx2[i], dx4[i], accuracy: 1e-5, "\(name) dx[\(i)]", file: file, line: line) }
+    for i in 0..<pc { XCTAssertEqual(g2[i], g4[i], accuracy: 1e-4, "\(name) grad[\(i)]", file: file, line: line) }
+
+    // Batch 0: nothing is read or written.
+    assertBatchZeroIsNoOp(layer, x: x.pointer, grads: g2, name: name, file: file, line: line)
+    return (p, g4, x, r)
+}
