@@ -2,7 +2,7 @@ import XCTest
 @testable import AutoencoderCore
 
 /// Central finite differences in Float64-friendly form: perturb each checked coordinate by ±h,
-/// recompute the scalar loss, and compare (L(+h) - L(-h)) / 2h with the analytic gradient.
+/// recompute the scalar loss, and compare (L(+h) - L(-h)) / (the Float step taken) with the analytic gradient.
 enum GradCheck {
     /// Compares `analytic[i]` with the numeric derivative of `loss` at `x[i]` for the indices
     /// in `indices` (all when nil). Uses a mixed tolerance |a - n| <= atol + rtol * max(|a|, |n|).
@@ -14,13 +14,7 @@ enum GradCheck {
         var worst: Float = 0
         var failures = 0
         for i in idx {
-            let saved = x[i]
-            x[i] = saved + h
-            let lp = loss()
-            x[i] = saved - h
-            let lm = loss()
-            x[i] = saved
-            let numeric = Float((lp - lm) / (2 * Double(h)))
+            let numeric = Float(centralDifference(x, i, h: h, loss))
             let a = analytic[i]
             let err = abs(a - numeric)
             let tol = atol + rtol * max(abs(a), abs(numeric))
@@ -34,6 +28,17 @@ enum GradCheck {
         }
         XCTAssertEqual(failures, 0, "\(name): \(failures) of \(idx.count) coordinates off (worst err/tol \(worst))",
                        file: file, line: line)
+    }
+
+    /// (f(p[i] + h) − f(p[i] − h)) / (the Float step actually taken); p[i] is restored.
+    static func centralDifference(_ p: UnsafeMutablePointer<Float>, _ i: Int, h: Float, _ f: () -> Double) -> Double {
+        let saved = p[i]
+        p[i] = saved + h
+        let up = f()
+        p[i] = saved - h
+        let down = f()
+        p[i] = saved
+        return (up - down) / (Double(saved + h) - Double(saved - h))
     }
 
     /// Random Float array in [lo, hi).

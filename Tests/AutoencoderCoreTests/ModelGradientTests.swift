@@ -115,17 +115,6 @@ final class ModelGradientTests: XCTestCase {
         return m.backward(c.n, globalCount: c.n, batchTerms: true)
     }
 
-    /// (f(p[i] + h) − f(p[i] − h)) / (the Float step actually taken); p[i] is restored.
-    static func centralDifference(_ p: UnsafeMutablePointer<Float>, _ i: Int, h: Float, _ f: () -> Double) -> Double {
-        let saved = p[i]
-        p[i] = saved + h
-        let up = f()
-        p[i] = saved - h
-        let down = f()
-        p[i] = saved
-        return (up - down) / (Double(saved + h) - Double(saved - h))
-    }
-
     /// Up to `per` random coordinates of every parameter tensor.
     static func coordinates(_ m: Autoencoder, per: Int, seed: UInt64) -> [(String, Int)] {
         var g = SplitMix64(seed: seed)
@@ -160,7 +149,7 @@ final class ModelGradientTests: XCTestCase {
         let p = m.params.pointer
         var numeric: [Double] = []
         for (_, i) in coords {
-            numeric.append(ModelGradientTests.centralDifference(p, i, h: h) { ModelGradientTests.objective(c).total } / n)
+            numeric.append(GradCheck.centralDifference(p, i, h: h) { ModelGradientTests.objective(c).total } / n)
         }
         // Absolute slack relative to the typical gradient size of each tensor.
         var scale: [String: Double] = [:]
@@ -356,7 +345,7 @@ final class ModelGradientTests: XCTestCase {
         }
         for (name, i) in ModelGradientTests.coordinates(m, per: 40, seed: 3) where name.hasPrefix("encoder") {
             let a = (Double(g2[i]) - Double(g1[i])) / Double(b2 - b1)
-            let num = ModelGradientTests.centralDifference(p, i, h: 5e-3) { ModelGradientTests.objective(c1).penalty } / n
+            let num = GradCheck.centralDifference(p, i, h: 5e-3) { ModelGradientTests.objective(c1).penalty } / n
             checked += 1
             // The difference of two Float gradients loses ~1e-7·|g| / Δβ of absolute precision.
             let slack = 3e-6 * max(abs(Double(g1[i])), abs(Double(g2[i]))) / Double(b2 - b1)
