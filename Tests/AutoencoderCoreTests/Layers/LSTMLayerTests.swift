@@ -168,6 +168,7 @@ final class LSTMLayerTests: XCTestCase {
         e.bind(parameters: p.pointer, gradients: g.pointer)
         var rng = SplitMix64(seed: 9)
         e.initialize(.torch, rng: &rng)
+        Compare.allFinite("torch init", p.array)
         let tb = 1 / Float(64).squareRoot()
         let nih = 256 * 28, nhh = 256 * 64
         let parts = [0..<nih, nih..<(nih + nhh), (nih + nhh)..<(nih + nhh + 256), (nih + nhh + 256)..<p.count]
@@ -177,6 +178,7 @@ final class LSTMLayerTests: XCTestCase {
             XCTAssertGreaterThan(v.max()!, 0.9 * tb, "torch part \(k)")
         }
         e.initialize(.glorot, rng: &rng)
+        Compare.allFinite("glorot init", p.array)
         let li = (6 / Float(28 + 256)).squareRoot(), lh = (6 / Float(64 + 256)).squareRoot()
         for (range, limit) in [(parts[0], li), (parts[1], lh)] {
             let v = p.array[range].map { abs($0) }
@@ -205,6 +207,7 @@ final class LSTMLayerTests: XCTestCase {
         d.bind(parameters: p.pointer, gradients: g.pointer)
         var rng = SplitMix64(seed: 11)
         d.initialize(.torch, rng: &rng)
+        Compare.allFinite("torch init", p.array)
         let tb = 1 / Float(64).squareRoot()
         let lstm = 256 * 16 + 256 * 64 + 2 * 256, nwp = 28 * 64
         for (k, range) in [0..<lstm, lstm..<(lstm + nwp), (lstm + nwp)..<p.count].enumerated() {
@@ -213,6 +216,7 @@ final class LSTMLayerTests: XCTestCase {
             XCTAssertGreaterThan(v.max()!, 0.8 * tb, "torch part \(k)")
         }
         d.initialize(.glorot, rng: &rng)
+        Compare.allFinite("glorot init", p.array)
         let lp = (6 / Float(64 + 28)).squareRoot()
         let v = p.array[lstm..<(lstm + nwp)].map { abs($0) }
         XCTAssertLessThanOrEqual(v.max()!, lp)
