@@ -122,7 +122,8 @@ bad_dir() { # bad_dir NAME -> a copy of the good set to damage
 small=(--dataset mnist --model mlp3 --batch-size 64 --max-steps 4 --log-every 1)
 
 # BASE: the fastest of two healthy 4-step runs on the synthetic set under the same mpirun
-# (start-up, data, 4 steps, checkpoint, teardown). Limits are K·BASE + C seconds.
+# (start-up, data, 4 steps, checkpoint, teardown). Limits are K·BASE + C seconds, never less than
+# a fixed floor.
 mkdir -p "$T/log"
 base=""
 for attempt in 1 2; do
@@ -136,7 +137,9 @@ for attempt in 1 2; do
     dt=$(secs "$t0" "$(now)")
     if [[ -z "$base" ]] || ! le "$base" "$dt"; then base="$dt"; fi
 done
-limit() { awk -v b="$base" -v k="$1" -v c="$2" 'BEGIN { printf "%.1f", k * b + c }'; }
+limit() { # limit K C FLOOR: max(K·BASE + C, FLOOR) seconds
+    awk -v b="$base" -v k="$1" -v c="$2" -v f="$3" 'BEGIN { v = k * b + c; printf "%.1f", v > f ? v : f }'
+}
 say "TIME baseline: a healthy 4-step run under ${mpi[*]} takes $base s"
 
 # --- the bad-input runner ----------------------------------------------------------------------
@@ -165,8 +168,8 @@ judge() { # judge NAME WANT PATTERN RC SECONDS RCDIR ERRFILE RANKS
         elif [[ "$(cat "$f")" != "$want" ]]; then why+=("rank $r exited $(cat "$f"), expected $want"); fi
     done
     local lim
-    lim=$(limit 3 10)  # start-up and the failing read, not a hang
-    le "$dt" "$lim" || why+=("took $dt s (limit $lim s = 3 × baseline + 10)")
+    lim=$(limit 3 10 15)  # start-up and the failing read, not a hang
+    le "$dt" "$lim" || why+=("took $dt s (limit $lim s: 3 × baseline + 10, at least 15)")
     lines="$(grep '^error: ' "$errf" | sort -u | grep -c .)"
     line="$(grep -m1 '^error: ' "$errf")"
     match="$(grep -E '^(rank [0-9]+: )?error: ' "$errf" | grep -m1 -E -- "$pattern")"
@@ -352,8 +355,8 @@ if wait_steps "$out" 15 "$job" && victim="$(rank_pid "$out" 1)"; then
     say "TIME preemption: SIGTERM to rank 1 -> mpirun exited: $dt s"
     [[ "$RC" == 75 ]] || why+=("mpirun exit $RC, expected 75")
     for r in 0 1; do [[ "$(cat "$T/rc/preempt/rank-$r" 2>/dev/null)" == 75 ]] || why+=("rank $r exit $(cat "$T/rc/preempt/rank-$r" 2>/dev/null || echo killed)"); done
-    lim=$(limit 2 8)  # finish the step, write the checkpoint, tear down
-    le "$dt" "$lim" || why+=("took $dt s from signal to exit (limit $lim s = 2 × baseline + 8)")
+    lim=$(limit 2 8 10)  # finish the step, write the checkpoint, tear down
+    le "$dt" "$lim" || why+=("took $dt s from signal to exit (limit $lim s: 2 × baseline + 8, at least 10)")
     grep -q '^rank 1: error: stopped by SIGTERM at step' "$T/log/preempt.err" || why+=("rank 1 did not report SIGTERM")
     grep -q '^error: stopped by a signal on another rank at step' "$T/log/preempt.err" || why+=("rank 0 did not report the other rank's signal")
     ck="$(newest_ckpt "$out")"
@@ -398,7 +401,7 @@ if wait_steps "$out" 10 "$job" && victim="$(rank_pid "$out" 1)"; then
     kill -CONT "$victim" 2>/dev/null; kill -KILL "$victim" 2>/dev/null
     say "TIME stall detection: SIGSTOP to rank 1 -> mpirun exited: $dt s (--collective-timeout $tmo)"
     [[ "$RC" == 6 ]] || why+=("mpirun exit $RC, expected 6")
-    lim=$(limit 1 $((tmo + 5)))  # the watchdog fires after tmo s, then the job is torn down
+    lim=$(limit 1 $((tmo + 5)) $((tmo + 5)))  # the watchdog fires after tmo s, then the job is torn down
     le "$dt" "$lim" || why+=("took $dt s, more than --collective-timeout + baseline + 5 s ($lim s)")
     line="$(grep -m1 'pending for more than' "$T/log/stop.err")"
     grep -qE "^rank 0: collective '[a-z -]+' at step [0-9]+ pending for more than $tmo s \(--collective-timeout\)" <<<"$line" \
@@ -420,8 +423,8 @@ if wait_steps "$out" 25 "$job" && victim="$(rank_pid "$out" 1)"; then
     wait_exit "$job" 40; t1=$(now); dt=$(secs "$t0" "$t1")
     say "TIME kill -9 of rank 1 -> mpirun exited: $dt s"
     [[ "$RC" != 0 && "$RC" != 999 ]] || why+=("mpirun exit $RC, expected non-zero")
-    lim=$(limit 2 8)
-    le "$dt" "$lim" || why+=("took $dt s (limit $lim s = 2 × baseline + 8)")
+    lim=$(limit 2 8 10)
+    le "$dt" "$lim" || why+=("took $dt s (limit $lim s: 2 × baseline + 8, at least 10)")
     left="$(pgrep -f -- "^$bin .*--out $out( |\$)" | tr '\n' ' ')"
     [[ -z "$left" ]] || why+=("ranks still alive: $left")
     ck="$(newest_ckpt "$out")"

@@ -131,7 +131,7 @@ trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM
 
 # BASE: the short job's run under a plain mpirun (whole seconds, rounded up); deadlines below are
-# K·BASE + C seconds.
+# K·BASE + C seconds, never less than the fixed deadlines they replace.
 t0=$(date +%s.%N)
 if ! OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 timeout -k 5 120 mpirun --oversubscribe -np 2 \
     "$bin" --dataset mnist --data-dir "$data" --model mlp3 --test-limit 1000 --batch-size 128 --max-steps 40 --train-limit 4000 \
@@ -142,7 +142,7 @@ if ! OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THRE
 fi
 base=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { d = b - a; printf "%d", (d == int(d)) ? d : int(d) + 1 }')
 say "TIME baseline: the 40-step run under mpirun -np 2 takes up to $base s"
-within() { echo $(($1 * base + $2)); }  # within K C: K·BASE + C seconds
+within() { local v=$(($1 * base + $2)); echo $((v > $3 ? v : $3)); }  # within K C FLOOR: max(K·BASE + C, FLOOR) s
 
 port_free() {
     ! ss -Htan 2>/dev/null | awk '{print $4}' | grep -qE "[:.]$1\$"
@@ -250,7 +250,7 @@ short_job() { # short_job LAUNCHER
     job="$(submit "$name" "$launcher" "${common[@]}" --max-steps 40 --train-limit 4000 --log-every 10 --out "$out")"
     if [[ -z "$job" ]]; then fail "($launcher) sbatch refused the short job: $(cat "$T/logs/$name.sbatch.err")"; return; fi
     log="$T/logs/$name-$job.out"
-    state="$(wait_final "$job" "$(within 10 60)")"
+    state="$(wait_final "$job" "$(within 10 60 90)")"
     check "($launcher) short job $job ended COMPLETED (got $state, exit $(jfield "$job" ExitCode))" [ "$state" = COMPLETED ]
     check "($launcher) the job ran under $launcher" grep -q "$launcher" "$log"
     check "($launcher) rank 0 wrote summary.json with world_size 2" \
@@ -269,7 +269,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
     if [[ -z "$job" ]]; then fail "($launcher) sbatch refused the preemption job: $(cat "$T/logs/$name.sbatch.err")"; return; fi
     log="$T/logs/$name-$job.out"
     # Wait until it is training (a few steps in metrics.jsonl).
-    local deadline=$(($(date +%s) + $(within 10 40)))
+    local deadline=$(($(date +%s) + $(within 10 40 60)))
     while (($(date +%s) < deadline)) && (($(steps_logged "$out") < 20)); do
         state="$(jfield "$job" JobState)"
         case "$state" in COMPLETED | FAILED | CANCELLED | TIMEOUT) break ;; esac
@@ -284,7 +284,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
     scancel --batch --signal=USR1 "$job"
     say "($launcher) sent USR1 to job $job at step $(steps_logged "$out")"
     # The first run's exit: the sbatch script logs "aetrain exited with code N" with a timestamp.
-    deadline=$(($(date +%s) + $(within 5 40)))
+    deadline=$(($(date +%s) + $(within 5 40 60)))
     rc_line=""
     while (($(date +%s) < deadline)); do
         rc_line="$(grep -m1 'aetrain exited with code' "$log" 2>/dev/null)"
@@ -292,7 +292,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
         sleep 0.1
     done
     if [[ -z "$rc_line" ]]; then
-        fail "($launcher) first run did not exit within $(within 5 40) s of the signal"
+        fail "($launcher) first run did not exit within $(within 5 40 60) s of the signal"
         show_log "$log"
         return
     fi
@@ -303,7 +303,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
         grep -q 'stopped by SIGUSR1 at step' "$log"
 
     # Requeued by the script itself: pending again with RestartCnt >= 1.
-    deadline=$(($(date +%s) + $(within 2 30)))
+    deadline=$(($(date +%s) + $(within 2 30 30)))
     local requeued=0
     while (($(date +%s) < deadline)); do
         state="$(jfield "$job" JobState)"
@@ -338,7 +338,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
             --checkpoint-every 0 --log-every 1 --out "$out")"
         log="$T/logs/$name-resubmit-$job.out"
     fi
-    state="$(wait_final "$job" "$(within 20 90)")"
+    state="$(wait_final "$job" "$(within 20 90 120)")"
     check "($launcher) resumed job $job ended COMPLETED (got $state)" [ "$state" = COMPLETED ]
     check "($launcher) the resumed run logged 'resuming from'" grep -q 'resuming from' "$log"
     check "($launcher) summary.json steps == $max" [ "$(json_get "$out/summary.json" steps)" = "$max" ]
