@@ -31,13 +31,14 @@ final class MPITests: XCTestCase {
     /// checkpoint — parameters *and* Adam moments. The moments carry the gradient's scale
     /// (exp_avg ∝ g, exp_avg_sq ∝ g²), so a rank that divided by its own slice's count instead of
     /// the global batch, or a missing or doubled 1/N, is off by a factor, far outside the
-    /// tolerance: 1e-4 relative plus 1e-4 of each tensor's largest value, for the different order
-    /// of the float sums (a gradient entry that is a small sum of large terms keeps only their
-    /// absolute precision).
+    /// tolerance: 1e-3 relative plus 1e-3 of each tensor's largest value, for the different order
+    /// of the float sums. Most entries agree to 1e-5; the slack is for the rare ReLU unit whose
+    /// pre-activation on one sample is so close to 0 that the summation order flips it (deep32
+    /// at np 2: one weight of 100,352 off by 3e-4 of the tensor's largest value after 6 steps).
     static func assertSameRun(_ run: RunResult, as ref: RunResult, file: StaticString = #filePath, line: UInt = #line) {
         Compare.close("\(run.name): per-step losses", run.losses, ref.losses, rtol: 1e-5, file: file, line: line)
         Compare.close("\(run.name): per-step sample counts", run.samples, ref.samples, file: file, line: line)
-        Compare.tensors("\(run.name) vs \(ref.name)", run.tensors, ref.tensors, rtol: 1e-4, atolFraction: 1e-4, file: file, line: line)
+        Compare.tensors("\(run.name) vs \(ref.name)", run.tensors, ref.tensors, rtol: 1e-3, atolFraction: 1e-3, file: file, line: line)
     }
 
     /// N ranks take the steps one rank takes, seen through the gradient's scale: mlp3 with L2

@@ -236,6 +236,8 @@ final class ModelGradientTests: XCTestCase {
         let s1 = ModelGradientTests.analytic(c1), g1 = c1.model.grads.array
         let s2 = ModelGradientTests.analytic(c2), g2 = c2.model.grads.array
         let m = c1.model, n = Double(c1.n)
+        Compare.allFinite("\(what): gradient at w₁", g1, file: file, line: line)
+        Compare.allFinite("\(what): gradient at w₂", g2, file: file, line: line)
         Compare.close("\(what): recon does not depend on the weight", s2.recon, s1.recon, rtol: 1e-12, file: file, line: line)
         // The unweighted penalty, (total − recon) / w, is the same for both weights.
         let r1 = ModelGradientTests.objective(c1), r2 = ModelGradientTests.objective(c2)
