@@ -71,8 +71,19 @@ enum AE {
         var timedOut: Bool
     }
 
+    /// Every temp folder of this test process lives under one folder in $TMPDIR, removed when
+    /// the process exits (AETRAIN_TEST_KEEP=1 keeps it, to look at the runs).
+    static let sessionDir: String = {
+        let d = (NSTemporaryDirectory() as NSString).appendingPathComponent("aetrain-tests-\(getpid())")
+        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        if ProcessInfo.processInfo.environment["AETRAIN_TEST_KEEP"] != "1" {
+            atexit { try? FileManager.default.removeItem(atPath: AE.sessionDir) }
+        }
+        return d
+    }()
+
     static func tempDir(_ tag: String) -> String {
-        let d = NSTemporaryDirectory() + "aetrain-test-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let d = sessionDir + "/\(tag)-\(UInt32.random(in: 0...UInt32.max))"
         try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
         return d
     }
