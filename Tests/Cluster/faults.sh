@@ -138,7 +138,7 @@ for attempt in 1 2; do
     if [[ -z "$base" ]] || ! le "$base" "$dt"; then base="$dt"; fi
 done
 limit() { # limit K C FLOOR: max(K·BASE + C, FLOOR) seconds
-    awk -v b="$base" -v k="$1" -v c="$2" -v f="$3" 'BEGIN { v = k * b + c; printf "%.1f", v > f ? v : f }'
+    awk -v b="$base" -v k="$1" -v c="$2" -v f="$3" 'BEGIN { v = k * b + c; printf "%.1f", (v > f) ? v : f }'
 }
 say "TIME baseline: a healthy 4-step run under ${mpi[*]} takes $base s"
 
