@@ -33,8 +33,10 @@ let package = Package(
                           dependencies: ["AutoencoderCore",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: fast),
-        .testTarget(name: "AutoencoderCoreTests", dependencies: ["AutoencoderCore"]),
-        .testTarget(name: "aetrainTests", dependencies: ["AutoencoderCore", "aetrain"]),
+        // NaN- and length-aware comparisons shared by both test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "AutoencoderCoreTests", dependencies: ["AutoencoderCore", "TestSupport"]),
+        .testTarget(name: "aetrainTests", dependencies: ["AutoencoderCore", "aetrain", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

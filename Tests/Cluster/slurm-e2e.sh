@@ -11,11 +11,17 @@
 #       steps and resumed_from_step set. Prints the time from the signal to the first run's exit.
 # Every daemon and job it started is stopped on exit (scancel, TERM, KILL after 10 s).
 #
+# Deadlines are not fixed numbers of seconds: the same 40-step run is first timed under a plain
+# `mpirun -np 2` (BASE), and each deadline is a multiple of it plus a margin for Slurm's scheduling,
+# so they hold on a loaded machine while a job that hangs still fails.
+#
 # Needs root (slurmd) and the Debian packages slurmctld slurmd slurm-client (installed with
-# apt-get when missing); prints SKIP and exits 0 when it cannot have them.
+# apt-get when missing); prints SKIP and exits 0 when it cannot have them (Launch/test.sh counts
+# a SKIP as a failure unless AETRAIN_ALLOW_SKIP=1).
 # Environment: AETRAIN_BIN (default .build/release/aetrain, built when missing),
-#   AETRAIN_MNIST_DIR (default ../shared/data/mnist beside the repo), AETRAIN_E2E_KEEP=1 keeps the
-#   temp dir. Last line: "N passed, M failed"; exit status 1 when anything failed.
+#   AETRAIN_MNIST_DIR (default ./data/mnist in the repository), AETRAIN_E2E_KEEP=1 keeps the
+#   temp dir (under $TMPDIR, default /tmp). Last line: "N passed, M failed"; exit status 1 when
+#   anything failed.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,10 +52,11 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
     say "installing slurmctld slurmd slurm-client"
     export DEBIAN_FRONTEND=noninteractive
     pkgs=(slurmctld slurmd slurm-client)
-    if ! timeout 240 apt-get install -y --no-install-recommends "${pkgs[@]}" >/tmp/slurm-e2e-apt.log 2>&1; then
-        timeout 120 apt-get update >>/tmp/slurm-e2e-apt.log 2>&1
-        timeout 240 apt-get install -y --no-install-recommends "${pkgs[@]}" >>/tmp/slurm-e2e-apt.log 2>&1 \
-            || skip "apt-get could not install ${pkgs[*]} (see /tmp/slurm-e2e-apt.log)"
+    aptlog="${TMPDIR:-/tmp}/slurm-e2e-apt.$$.log"
+    if ! timeout 240 apt-get install -y --no-install-recommends "${pkgs[@]}" >"$aptlog" 2>&1; then
+        timeout 120 apt-get update >>"$aptlog" 2>&1
+        timeout 240 apt-get install -y --no-install-recommends "${pkgs[@]}" >>"$aptlog" 2>&1 \
+            || skip "apt-get could not install ${pkgs[*]} (see $aptlog)"
     fi
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
         || skip "Slurm commands still missing after apt-get install"
@@ -58,22 +65,24 @@ fi
 bin="${AETRAIN_BIN:-$root/.build/release/aetrain}"
 if [[ ! -x "$bin" ]]; then
     say "building aetrain (swift build -c release)"
-    timeout 600 swift build -c release >/tmp/slurm-e2e-build.log 2>&1 \
-        || { say "build failed (see /tmp/slurm-e2e-build.log)"; echo "0 passed, 1 failed"; exit 1; }
+    buildlog="${TMPDIR:-/tmp}/slurm-e2e-build.$$.log"
+    timeout 600 swift build -c release >"$buildlog" 2>&1 \
+        || { say "FAIL: build failed (see $buildlog)"; echo "0 passed, 1 failed"; exit 1; }
 fi
 bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 export AETRAIN_BIN="$bin"
 
 data=""
-for d in "${AETRAIN_MNIST_DIR:-}" "$root/../shared/data/mnist" /work/shared/data/mnist; do
+for d in "${AETRAIN_MNIST_DIR:-}" "$root/data/mnist"; do
     if [[ -n "$d" && -e "$d/train-images-idx3-ubyte.gz" ]]; then data="$(cd "$d" && pwd)"; break; fi
 done
-[[ -n "$data" ]] || skip "MNIST not found (set AETRAIN_MNIST_DIR)"
+[[ -n "$data" ]] || { say "FAIL: MNIST not found: set AETRAIN_MNIST_DIR or put the four files in ./data/mnist (Launch/test.sh finds or fetches them)"; echo "0 passed, 1 failed"; exit 1; }
 
 # --- temp dir, ports, slurm.conf ----------------------------------------------------------
-T="$(mktemp -d /tmp/aetrain-slurm.XXXXXX)"
+T="$(mktemp -d "${TMPDIR:-/tmp}/aetrain-slurm.XXXXXX")"
 chmod 755 "$T"
 mkdir -p "$T/state" "$T/spool" "$T/logs" "$T/work"
+
 ctld_pid=""
 slurmd_pid=""
 export SLURM_CONF="$T/slurm.conf"
@@ -120,6 +129,20 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'say "interrupted"; exit 130' INT TERM
+
+# BASE: the short job's run under a plain mpirun (whole seconds, rounded up); deadlines below are
+# K·BASE + C seconds, never less than the fixed deadlines they replace.
+t0=$(date +%s.%N)
+if ! OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1 timeout -k 5 120 mpirun --oversubscribe -np 2 \
+    "$bin" --dataset mnist --data-dir "$data" --model mlp3 --test-limit 1000 --batch-size 128 --max-steps 40 --train-limit 4000 \
+    --log-every 10 --out "$T/base" >"$T/logs/base.out" 2>&1; then
+    say "FAIL: the baseline run under mpirun failed: $(grep -m1 error "$T/logs/base.out")"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+base=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { d = b - a; printf "%d", (d == int(d)) ? d : int(d) + 1 }')
+say "TIME baseline: the 40-step run under mpirun -np 2 takes up to $base s"
+within() { local v=$(($1 * base + $2)); echo $((v > $3 ? v : $3)); }  # within K C FLOOR: max(K·BASE + C, FLOOR) s
 
 port_free() {
     ! ss -Htan 2>/dev/null | awk '{print $4}' | grep -qE "[:.]$1\$"
@@ -227,7 +250,7 @@ short_job() { # short_job LAUNCHER
     job="$(submit "$name" "$launcher" "${common[@]}" --max-steps 40 --train-limit 4000 --log-every 10 --out "$out")"
     if [[ -z "$job" ]]; then fail "($launcher) sbatch refused the short job: $(cat "$T/logs/$name.sbatch.err")"; return; fi
     log="$T/logs/$name-$job.out"
-    state="$(wait_final "$job" 90)"
+    state="$(wait_final "$job" "$(within 10 60 90)")"
     check "($launcher) short job $job ended COMPLETED (got $state, exit $(jfield "$job" ExitCode))" [ "$state" = COMPLETED ]
     check "($launcher) the job ran under $launcher" grep -q "$launcher" "$log"
     check "($launcher) rank 0 wrote summary.json with world_size 2" \
@@ -246,7 +269,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
     if [[ -z "$job" ]]; then fail "($launcher) sbatch refused the preemption job: $(cat "$T/logs/$name.sbatch.err")"; return; fi
     log="$T/logs/$name-$job.out"
     # Wait until it is training (a few steps in metrics.jsonl).
-    local deadline=$(($(date +%s) + 60))
+    local deadline=$(($(date +%s) + $(within 10 40 60)))
     while (($(date +%s) < deadline)) && (($(steps_logged "$out") < 20)); do
         state="$(jfield "$job" JobState)"
         case "$state" in COMPLETED | FAILED | CANCELLED | TIMEOUT) break ;; esac
@@ -261,7 +284,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
     scancel --batch --signal=USR1 "$job"
     say "($launcher) sent USR1 to job $job at step $(steps_logged "$out")"
     # The first run's exit: the sbatch script logs "aetrain exited with code N" with a timestamp.
-    deadline=$(($(date +%s) + 60))
+    deadline=$(($(date +%s) + $(within 5 40 60)))
     rc_line=""
     while (($(date +%s) < deadline)); do
         rc_line="$(grep -m1 'aetrain exited with code' "$log" 2>/dev/null)"
@@ -269,7 +292,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
         sleep 0.1
     done
     if [[ -z "$rc_line" ]]; then
-        fail "($launcher) first run did not exit within 60 s of the signal"
+        fail "($launcher) first run did not exit within $(within 5 40 60) s of the signal"
         show_log "$log"
         return
     fi
@@ -280,7 +303,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
         grep -q 'stopped by SIGUSR1 at step' "$log"
 
     # Requeued by the script itself: pending again with RestartCnt >= 1.
-    deadline=$(($(date +%s) + 30))
+    deadline=$(($(date +%s) + $(within 2 30 30)))
     local requeued=0
     while (($(date +%s) < deadline)); do
         state="$(jfield "$job" JobState)"
@@ -315,7 +338,7 @@ preempt_job() { # preempt_job LAUNCHER MAX_STEPS
             --checkpoint-every 0 --log-every 1 --out "$out")"
         log="$T/logs/$name-resubmit-$job.out"
     fi
-    state="$(wait_final "$job" 120)"
+    state="$(wait_final "$job" "$(within 20 90 120)")"
     check "($launcher) resumed job $job ended COMPLETED (got $state)" [ "$state" = COMPLETED ]
     check "($launcher) the resumed run logged 'resuming from'" grep -q 'resuming from' "$log"
     check "($launcher) summary.json steps == $max" [ "$(json_get "$out/summary.json" steps)" = "$max" ]

@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 /// The training step allocates nothing: a malloc-counting LD_PRELOAD shim (compiled here with cc)
@@ -33,11 +34,10 @@ final class AllocationTests: XCTestCase {
 
     func testTrainingStepsAllocateNothing() throws {
         let mnist = try AE.requireMNIST()
-        let release = AE.root.appendingPathComponent(".build/release/aetrain").path
-        guard FileManager.default.isExecutableFile(atPath: release) else {
-            throw XCTSkip("no release build at \(release) (swift build -c release)")
+        let release = try AE.releaseBinary()
+        guard let cc = AE.which("cc") ?? AE.which("gcc") ?? AE.which("clang") else {
+            throw TestFailure("no C compiler (cc, gcc or clang) for the malloc shim")
         }
-        guard let cc = AE.which("cc") ?? AE.which("gcc") ?? AE.which("clang") else { throw XCTSkip("no C compiler for the malloc shim") }
         let dir = AE.tempDir("malloc")
         try Self.shim.write(toFile: dir + "/shim.c", atomically: true, encoding: .utf8)
         let build = AE.exec([cc, "-O2", "-shared", "-fPIC", "-o", dir + "/shim.so", dir + "/shim.c", "-ldl"], timeout: 60)
@@ -65,7 +65,7 @@ final class AllocationTests: XCTestCase {
         // Two ranks with the shared gradient exchange (barriers and the fused Adam pass), counted
         // per rank. (Not the all-reduce: Open MPI's Rabenseifner all-reduce mallocs its scratch
         // buffer on every call, inside the library.)
-        guard AE.hasMPI else { return }
+        try AE.requireMPI()
         for sync in ["shared"] {
             var counts: [[Int]] = []
             for steps in [20, 1020] {

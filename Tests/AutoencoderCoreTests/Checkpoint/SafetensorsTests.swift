@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 final class SafetensorsTests: XCTestCase {
@@ -231,11 +232,11 @@ final class SafetensorsTests: XCTestCase {
         XCTAssertEqual(g.tensor("tBF16")?.end, g.tensor("tBF16").map { $0.begin + 4 })
     }
 
-    /// If the reference implementation is importable (`pip install safetensors numpy`, e.g. via
-    /// PYTHONPATH), it must load our file and agree on values and metadata.
+    /// The reference implementation (Python `safetensors` with numpy; Launch/test.sh installs
+    /// it) must load our file and agree on values and metadata, and we must read what it writes.
     func testReferenceImplementationLoadsOurFile() throws {
         guard runPython(["-c", "import safetensors.numpy, numpy"]).status == 0 else {
-            throw XCTSkip("python3 with safetensors+numpy not available")
+            throw TestFailure("python3 with safetensors and numpy is needed (pip install safetensors numpy; Launch/test.sh installs them)")
         }
         let dir = try tempDir()
         let url = dir.appendingPathComponent("ref.safetensors")

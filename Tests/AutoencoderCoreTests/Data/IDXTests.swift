@@ -1,6 +1,7 @@
 import CZlib
 import Foundation
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 /// Helpers shared by the data tests (IDXTests, DataSourceTests): temp dirs, gzip through zlib,
@@ -70,23 +71,25 @@ enum TestFiles {
         be32(magic) + be32(count ?? labels.count) + labels
     }
 
-    /// The real MNIST directory: <repo>/../shared/data/mnist (from this file's path), else
-    /// $AETRAIN_MNIST_DIR; skips the test when neither holds the files.
+    /// The real MNIST directory: $AETRAIN_MNIST_DIR, else <repo>/data/mnist (where
+    /// `aetrain fetch mnist` puts it). A test that needs it fails when neither holds the files.
     static func mnistDir() throws -> String {
         let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-        var candidates = [repo.appendingPathComponent("../shared/data/mnist").standardizedFileURL.path]
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var candidates: [String] = []
         if let env = ProcessInfo.processInfo.environment["AETRAIN_MNIST_DIR"], !env.isEmpty { candidates.append(env) }
+        candidates.append(repo.appendingPathComponent("data/mnist").path)
         for c in candidates where FileManager.default.fileExists(atPath: c + "/train-labels-idx1-ubyte.gz") {
             return c
         }
-        throw XCTSkip("MNIST not found (tried \(candidates.joined(separator: ", ")))")
+        throw TestFailure("MNIST not found (tried \(candidates.joined(separator: ", "))): set AETRAIN_MNIST_DIR to a folder "
+                          + "with the four MNIST .gz files, or run Launch/test.sh, which finds or fetches them")
     }
 
     static func fashionDir() throws -> String {
         let d = DataSource.debianFashionDir
         guard FileManager.default.fileExists(atPath: d + "/train-labels-idx1-ubyte.gz") else {
-            throw XCTSkip("Fashion-MNIST not installed at \(d)")
+            throw TestFailure("Fashion-MNIST not installed at \(d) (apt-get install dataset-fashion-mnist; Launch/test.sh does)")
         }
         return d
     }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 final class NPYTests: XCTestCase {
@@ -203,7 +204,7 @@ final class NPYTests: XCTestCase {
 
     func testNumpyLoadsOurFilesAndWeReadNumpys() throws {
         guard runPython(["-c", "import numpy"]).status == 0 else {
-            throw XCTSkip("python3 with numpy not available")
+            throw TestFailure("python3 with numpy is needed to check the .npy files against numpy (apt-get install python3-numpy; Launch/test.sh installs it)")
         }
         let dir = try tempDir()
         let f = dir.appendingPathComponent("f.npy"), u = dir.appendingPathComponent("u.npy")

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 /// Independent PNG decoding for the tests: chunk parsing and a table-driven CRC-32 written here,
@@ -95,11 +96,11 @@ enum PNGDecode {
     }
 
     /// Inflates the IDAT stream with python3's zlib and removes the per-row filter bytes
-    /// (all of which must be 0). Throws XCTSkip when python3 is absent.
+    /// (all of which must be 0). Fails when python3 is absent.
     static func pixels(_ img: Image) throws -> [UInt8] {
         let script = "import sys, zlib; sys.stdout.buffer.write(zlib.decompress(sys.stdin.buffer.read()))"
         guard let raw = try python(script, input: Data(img.idat)) else {
-            throw XCTSkip("python3 is not available to inflate the IDAT stream")
+            throw TestFailure("python3 is not available to inflate the IDAT stream (install python3)")
         }
         let channels = img.colorType == 2 ? 3 : 1
         let rowBytes = img.width * channels

@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 final class ConvLayerTests: XCTestCase {
@@ -37,13 +38,13 @@ final class ConvLayerTests: XCTestCase {
     }
 
     func testConv2DGradientsReLU() {
-        // Every weight feeds every output position, so a perturbation can cross a ReLU kink;
-        // h = 1e-4 keeps that rare, and the seeds are fixed.
+        // Every weight feeds every output position, so a step can cross a ReLU kink: those
+        // coordinates are left out (kinks: true), the others must agree to 1e-3.
         for (i, (cin, cout, k)) in [(2, 3, 3), (3, 2, 3), (2, 2, 5)].enumerated() {
             let layer = Conv2D(inChannels: cin, outChannels: cout, kernel: k, height: 6, width: 6,
                                activation: .relu)
-            checkLayerGradients(layer, batch: 2, seed: UInt64(40 + i), h: 1e-4, rtol: 3e-2, atol: 2e-3,
-                                maxChecks: 150)
+            checkLayerGradients(layer, batch: 2, seed: UInt64(40 + i), h: 1e-3, rtol: 1e-3, atol: 1e-4,
+                                kinks: true, maxChecks: 150)
         }
     }
 
@@ -135,9 +136,7 @@ final class ConvLayerTests: XCTestCase {
                 let y = FloatBuffer(batch * layer.outputSize)
                 xv.withUnsafeBufferPointer { layer.forward($0.baseAddress!, y.pointer, batch: batch) }
                 let ref = naiveConv(x: xv, w: wv, b: bv, batch: batch, cin: cin, cout: cout, k: k, h: h, wd: wd)
-                var worst: Float = 0
-                for i in 0..<ref.count { worst = max(worst, abs(ref[i] - y[i])) }
-                XCTAssertLessThan(worst, 1e-4, "case \(t) \(lowering): max |conv - naive| = \(worst)")
+                Compare.close("case \(t) \(lowering): conv vs naive", y.array, ref, atol: 1e-4)
             }
         }
     }

@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 final class LSTMLayerTests: XCTestCase {
@@ -89,13 +90,13 @@ final class LSTMLayerTests: XCTestCase {
             let xv = GradCheck.random(batch * T * F, seed: UInt64(200 + k), -2, 2)
             let y = FloatBuffer(batch * H)
             xv.withUnsafeBufferPointer { layer.forward($0.baseAddress!, y.pointer, batch: batch) }
-            var worst = 0.0
+            var ref: [Double] = []
             for s in 0..<batch {
                 let inputs = (0..<T).map { t in (0..<F).map { Double(xv[(s * T + t) * F + $0]) } }
                 let hs = naiveLSTM(inputs: inputs, wih: wih, whh: whh, bih: bih, bhh: bhh, hidden: H)
-                for j in 0..<H { worst = max(worst, abs(hs[T - 1][j] - Double(y[s * H + j]))) }
+                ref += hs[T - 1]
             }
-            XCTAssertLessThan(worst, 1e-5, "\(scheme): max |encoder - naive| = \(worst)")
+            Compare.close("\(scheme): encoder vs naive", y.array, ref, atol: 1e-5)
         }
     }
 
@@ -110,20 +111,20 @@ final class LSTMLayerTests: XCTestCase {
             let xv = GradCheck.random(batch * C, seed: UInt64(210 + k), -2, 2)
             let y = FloatBuffer(batch * T * F)
             xv.withUnsafeBufferPointer { layer.forward($0.baseAddress!, y.pointer, batch: batch) }
-            var worst = 0.0
+            var ref: [Double] = []
             for s in 0..<batch {
                 let code = (0..<C).map { Double(xv[s * C + $0]) }
                 let hs = naiveLSTM(inputs: Array(repeating: code, count: T), wih: wih, whh: whh, bih: bih, bhh: bhh,
                                    hidden: H)
                 for t in 0..<T {
                     for o in 0..<F {
-                        var ref = Double(bp[o])
-                        for j in 0..<H { ref += Double(wp[o * H + j]) * hs[t][j] }
-                        worst = max(worst, abs(ref - Double(y[(s * T + t) * F + o])))
+                        var v = Double(bp[o])
+                        for j in 0..<H { v += Double(wp[o * H + j]) * hs[t][j] }
+                        ref.append(v)
                     }
                 }
             }
-            XCTAssertLessThan(worst, 1e-5, "\(scheme): max |decoder - naive| = \(worst)")
+            Compare.close("\(scheme): decoder vs naive", y.array, ref, atol: 1e-5)
         }
     }
 
@@ -167,6 +168,7 @@ final class LSTMLayerTests: XCTestCase {
         e.bind(parameters: p.pointer, gradients: g.pointer)
         var rng = SplitMix64(seed: 9)
         e.initialize(.torch, rng: &rng)
+        Compare.allFinite("torch init", p.array)
         let tb = 1 / Float(64).squareRoot()
         let nih = 256 * 28, nhh = 256 * 64
         let parts = [0..<nih, nih..<(nih + nhh), (nih + nhh)..<(nih + nhh + 256), (nih + nhh + 256)..<p.count]
@@ -176,6 +178,7 @@ final class LSTMLayerTests: XCTestCase {
             XCTAssertGreaterThan(v.max()!, 0.9 * tb, "torch part \(k)")
         }
         e.initialize(.glorot, rng: &rng)
+        Compare.allFinite("glorot init", p.array)
         let li = (6 / Float(28 + 256)).squareRoot(), lh = (6 / Float(64 + 256)).squareRoot()
         for (range, limit) in [(parts[0], li), (parts[1], lh)] {
             let v = p.array[range].map { abs($0) }
@@ -204,6 +207,7 @@ final class LSTMLayerTests: XCTestCase {
         d.bind(parameters: p.pointer, gradients: g.pointer)
         var rng = SplitMix64(seed: 11)
         d.initialize(.torch, rng: &rng)
+        Compare.allFinite("torch init", p.array)
         let tb = 1 / Float(64).squareRoot()
         let lstm = 256 * 16 + 256 * 64 + 2 * 256, nwp = 28 * 64
         for (k, range) in [0..<lstm, lstm..<(lstm + nwp), (lstm + nwp)..<p.count].enumerated() {
@@ -212,6 +216,7 @@ final class LSTMLayerTests: XCTestCase {
             XCTAssertGreaterThan(v.max()!, 0.8 * tb, "torch part \(k)")
         }
         d.initialize(.glorot, rng: &rng)
+        Compare.allFinite("glorot init", p.array)
         let lp = (6 / Float(64 + 28)).squareRoot()
         let v = p.array[lstm..<(lstm + nwp)].map { abs($0) }
         XCTAssertLessThanOrEqual(v.max()!, lp)

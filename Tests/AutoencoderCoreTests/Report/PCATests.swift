@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 final class PCATests: XCTestCase {
@@ -90,16 +91,13 @@ final class PCATests: XCTestCase {
         XCTAssertEqual(pca.eigenvalues.count, d)
         XCTAssertEqual(pca.components.count, k * d)
         XCTAssertEqual(pca.mean.count, d)
-        for (e, v) in zip(pca.eigenvalues, Self.variances) {
-            XCTAssertEqual(e, v, accuracy: 0.04 * v, "eigenvalue vs known variance")
-        }
-        for j in 0..<d { XCTAssertEqual(Double(pca.mean[j]), mu[j], accuracy: 0.05) }
+        Compare.close("eigenvalues vs the known variances", pca.eigenvalues, Self.variances, rtol: 0.04)
+        Compare.close("mean", pca.mean, mu, atol: 0.05)
 
         // Second way: exact sample eigenvalues by Jacobi on a directly computed covariance.
         let exact = Self.jacobiEigenvalues(Self.sampleCovariance(data, n: n, d: d))
-        for (e, x) in zip(pca.eigenvalues, exact) {
-            XCTAssertEqual(e, x, accuracy: 1e-5 * exact[0] + 1e-4 * x, "eigenvalue vs Jacobi")
-        }
+        Compare.elementwise("eigenvalues vs Jacobi", pca.eigenvalues, exact,
+                            tolerance: { _, _, x in 1e-5 * exact[0] + 1e-4 * x })
 
         // Components: orthonormal, aligned (up to sign) with the generating basis.
         for a in 0..<k {
@@ -130,9 +128,7 @@ final class PCATests: XCTestCase {
         let codes = data.withUnsafeBufferPointer { full.project($0.baseAddress!, count: n) }
         XCTAssertEqual(codes.count, n * d)
         let back = codes.withUnsafeBufferPointer { full.reconstruct($0.baseAddress!, count: n) }
-        var worst: Float = 0
-        for i in 0..<(n * d) { worst = max(worst, abs(back[i] - data[i])) }
-        XCTAssertLessThan(worst, 1e-4)
+        Compare.close("full-rank reconstruction", back, data, atol: 1e-4)
         let mseFull = data.withUnsafeBufferPointer { full.meanSquaredError(data: $0.baseAddress!, count: n) }
         XCTAssertLessThan(mseFull, 1e-9)
 
@@ -169,8 +165,8 @@ final class PCATests: XCTestCase {
             try PCA.fit(images: $0.baseAddress!, count: n, dim: d, components: 4)
         }
         let b = try PCA.fit(data: floats, count: n, dim: d, components: 4)
-        for j in 0..<d { XCTAssertEqual(a.mean[j], b.mean[j], accuracy: 1e-6) }
-        for (x, y) in zip(a.eigenvalues, b.eigenvalues) { XCTAssertEqual(x, y, accuracy: 1e-6 * b.eigenvalues[0]) }
+        Compare.close("byte vs float mean", a.mean, b.mean, atol: 1e-6)
+        Compare.close("byte vs float eigenvalues", a.eigenvalues, b.eigenvalues, atol: 1e-6 * b.eigenvalues[0])
         XCTAssertEqual(a.eigenvalues, a.eigenvalues.sorted(by: >))
         let m1 = bytes.withUnsafeBufferPointer { a.meanSquaredError(images: $0.baseAddress!, count: n, dim: d) }
         let m2 = floats.withUnsafeBufferPointer { b.meanSquaredError(data: $0.baseAddress!, count: n) }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 final class ReportTests: XCTestCase {
@@ -169,15 +170,15 @@ final class ReportTests: XCTestCase {
         XCTAssertThrowsError(try Report.write(bad, to: dir))
     }
 
-    /// Optional: renders the page with a headless Chromium when one is installed, and checks
-    /// the screenshot carries much more than a blank page's.
-    func testHeadlessBrowserRenderingIfAvailable() throws {
+    /// Renders the page with a headless Chromium (Launch/test.sh installs the Debian package) and
+    /// checks the screenshot carries much more than a blank page's.
+    func testHeadlessBrowserRendering() throws {
         let candidates = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
         guard let browser = candidates.lazy.compactMap({ name in
             path.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
         }).first else {
-            throw XCTSkip("no Chromium installed")
+            throw TestFailure("no Chromium installed (apt-get install chromium; Launch/test.sh installs it)")
         }
         _ = try Report.write(Self.inputs(codeDim: 3, denoising: true, generative: true), to: dir)
         let blank = dir.appendingPathComponent("blank.html")
@@ -195,7 +196,7 @@ final class ReportTests: XCTestCase {
         }
         let b = try shot(blank, dir.appendingPathComponent("blank-shot.png"))
         let r = try shot(dir.appendingPathComponent("report.html"), dir.appendingPathComponent("report-shot.png"))
-        guard b > 0 else { throw XCTSkip("the browser produced no screenshot") }
+        guard b > 0 else { throw TestFailure("the browser produced no screenshot of a blank page") }
         XCTAssertGreaterThan(r, 3 * b, "report screenshot looks blank")
     }
 }
