@@ -101,7 +101,9 @@ struct TrainOptions: ParsableArguments {
         try TrainConfig.checkCollectiveTimeout(collectiveTimeout)
     }
 
-    func resolve(normalClass: Int? = nil) throws -> TrainConfig {
+    /// `training`: false when nothing is trained (anomaly scoring with a checkpoint), so the
+    /// training set need not be read.
+    func resolve(normalClass: Int? = nil, training: Bool = true) throws -> TrainConfig {
         var spec: ModelSpec
         if let enc = encoder {
             let widths = try enc.split(separator: ",", omittingEmptySubsequences: false).map { s -> Int in
@@ -171,7 +173,7 @@ struct TrainOptions: ParsableArguments {
         c.reportEveryEpoch = reportEveryEpoch
         c.normalClass = normalClass
         try c.validateValues()
-        try clampBatchToTrainingSet(&c)
+        if training { try clampBatchToTrainingSet(&c) }
         return c
     }
 

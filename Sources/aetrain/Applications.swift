@@ -71,7 +71,7 @@ struct Anomaly: ParsableCommand {
         try opts.preflight()
         if let ckpt, ckpt.isEmpty { throw AETError.usage("--checkpoint: empty path") }
         Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
-            let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal) }!
+            let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal, training: ckpt == nil) }!
             var summary: [String: Any] = [:]
             if let ckpt {
                 // Scoring with a checkpoint is rank 0's job; the other ranks only wait for its verdict.

@@ -121,7 +121,7 @@ public enum DataSource {
                 do {
                     let data = try download(url)
                     let tmp = dest + ".download-\(getpid())"
-                    try data.write(to: URL(fileURLWithPath: tmp))
+                    try AtomicFile.write(data, to: URL(fileURLWithPath: tmp))
                     defer { unlink(tmp) }
                     try verify(ds, file: name, path: tmp)
                     try AtomicFile.write(data, to: URL(fileURLWithPath: dest))
