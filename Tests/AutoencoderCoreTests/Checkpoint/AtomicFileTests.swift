@@ -61,13 +61,21 @@ final class AtomicFileTests: XCTestCase {
     }
 
     func testDevicesDirectoriesAndProcLinks() throws {
-        // /dev/null: refused unless in place is allowed; never replaced.
-        _ = assertAETError("/dev/null refused", contains: ["/dev/null: ", "character device"], exitCode: ExitCode.io) {
-            try AtomicFile.write(Data([1]), to: URL(fileURLWithPath: "/dev/null"))
-        }
-        try AtomicFile.write(Data([1]), to: URL(fileURLWithPath: "/dev/null"), special: .writeInPlace)
-        XCTAssertEqual(kind("/dev/null"), S_IFCHR)
         let dir = try TestFiles.tempDir(self, "af")
+        // A character device: refused unless in place is allowed; never replaced. As root this is
+        // a private null device node in the temp folder, so that a regression cannot replace the
+        // system's /dev/null; without root /dev/null itself cannot be replaced anyway.
+        var null = "/dev/null"
+        if getuid() == 0 {
+            null = dir + "/null"
+            XCTAssertEqual(mknod(null, S_IFCHR | 0o666, dev_t(1 << 8 | 3)), 0)  // makedev(1, 3)
+        }
+        _ = assertAETError("device refused", contains: [null + ": ", "character device"], exitCode: ExitCode.io) {
+            try AtomicFile.write(Data([1]), to: URL(fileURLWithPath: null))
+        }
+        XCTAssertEqual(kind(null), S_IFCHR)
+        try AtomicFile.write(Data([1]), to: URL(fileURLWithPath: null), special: .writeInPlace)
+        XCTAssertEqual(kind(null), S_IFCHR)
         _ = assertAETError("directory", contains: [dir + ": ", "is a directory"], exitCode: ExitCode.io) {
             try AtomicFile.write(Data([1]), to: URL(fileURLWithPath: dir), special: .writeInPlace)
         }
