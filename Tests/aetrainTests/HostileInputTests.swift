@@ -405,13 +405,19 @@ final class HostileInputTests: XCTestCase {
             let r = run(enc + ["--output", "/dev/null"])  // in place: harmless without root
             XCTAssertEqual(r.status, 0, r.stderr)
         }
-        // /dev/stdout, redirected to a file and to a pipe: the bytes arrive, nothing is replaced.
+        // /dev/stdout (here a private link like it, /proc/self/fd/1, so that a regression cannot
+        // replace the system's /dev/stdout), redirected to a file and to a pipe: the bytes
+        // arrive, nothing is replaced.
+        let stdoutLink = dir + "/stdout"
+        try FileManager.default.createSymbolicLink(atPath: stdoutLink, withDestinationPath: "/proc/self/fd/1")
         let viaFile = dir + "/stdout.npy", viaPipe = dir + "/pipe.npy"
         let cmd = ([HostileInputTests.bin] + enc).map { "'\($0)'" }.joined(separator: " ")
-        XCTAssertEqual(AE.exec(["/bin/sh", "-c", "\(cmd) --output /dev/stdout > '\(viaFile)'"]).status, 0)
+        XCTAssertEqual(AE.exec(["/bin/sh", "-c", "\(cmd) --output '\(stdoutLink)' > '\(viaFile)'"]).status, 0)
         XCTAssertEqual(try NPY.read(URL(fileURLWithPath: viaFile)).shape, [50, 3])
-        XCTAssertEqual(AE.exec(["/bin/sh", "-c", "\(cmd) --output /dev/stdout | cat > '\(viaPipe)'"]).status, 0)
+        XCTAssertEqual(AE.exec(["/bin/sh", "-c", "\(cmd) --output '\(stdoutLink)' | cat > '\(viaPipe)'"]).status, 0)
         XCTAssertEqual(try NPY.read(URL(fileURLWithPath: viaPipe)).shape, [50, 3])
+        XCTAssertTrue(isLink(stdoutLink), "the /dev/stdout-like link was replaced")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stdoutLink + ".labels.npy"))
         // A symlink: the target is written, the link stays.
         let target = dir + "/real.npy", link = dir + "/link.npy"
         try Data("old".utf8).write(to: URL(fileURLWithPath: target))
