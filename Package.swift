@@ -2,7 +2,7 @@
 import PackageDescription
 
 let fast: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    .unsafeFlags(["-wmo"], .when(configuration: .release)),
 ]
 
 let package = Package(

@@ -14,8 +14,11 @@ struct AETrain: ParsableCommand {
 
     /// Parse errors become one line on stderr and exit code 2; --help and --version print as usual.
     static func main() {
+        Signals.install()  // first of all: a SIGTERM/SIGUSR1/SIGHUP right after exec must not kill a run
         do {
             var command = try parseAsRoot()
+            // Only training stops at a step boundary; every other command gets the default actions back.
+            if !(command is Train || command is Anomaly) { Signals.restoreDefaults() }
             try command.run()
         } catch {
             let code = exitCode(for: error)
@@ -93,10 +96,17 @@ struct TrainOptions: ParsableArguments {
     @Flag(help: "Do not write OUT/report/.") var noReport = false
     @Flag(help: "Rewrite OUT/report/ after every epoch.") var reportEveryEpoch = false
 
-    func resolve(normalClass: Int? = nil) throws -> TrainConfig {
+    /// Checks needed before the communicator starts (its watchdog takes --collective-timeout).
+    func preflight() throws {
+        try TrainConfig.checkCollectiveTimeout(collectiveTimeout)
+    }
+
+    /// `training`: false when nothing is trained (anomaly scoring with a checkpoint), so the
+    /// training set need not be read.
+    func resolve(normalClass: Int? = nil, training: Bool = true) throws -> TrainConfig {
         var spec: ModelSpec
         if let enc = encoder {
-            let widths = try enc.split(separator: ",").map { s -> Int in
+            let widths = try enc.split(separator: ",", omittingEmptySubsequences: false).map { s -> Int in
                 guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v > 0 else {
                     throw AETError.usage("--encoder \(enc): expected positive widths like 256,64")
                 }
@@ -116,6 +126,9 @@ struct TrainOptions: ParsableArguments {
                 spec = try spec.withLatent(l)
             }
         }
+        if let r = resume, r.isEmpty { throw AETError.usage("--resume: empty path (pass auto or a checkpoint file)") }
+        if out.isEmpty { throw AETError.usage("--out: empty path") }
+        if let d = dataDir, d.isEmpty { throw AETError.usage("--data-dir: empty path") }
         var c = TrainConfig(model: spec)
         c.dataset = dataset
         c.dataDir = try DataSource.resolve(dataset, dataDir: dataDir)
@@ -159,7 +172,35 @@ struct TrainOptions: ParsableArguments {
         c.report = !noReport
         c.reportEveryEpoch = reportEveryEpoch
         c.normalClass = normalClass
+        try c.validateValues()
+        if training { try clampBatchToTrainingSet(&c) }
         return c
+    }
+
+    /// A global batch larger than the training set is clamped to it: one step per epoch over the
+    /// whole set, exactly what such a batch did before, without sizing buffers for the larger
+    /// batch. The count comes from the IDX header (and, for anomaly, the labels of the normal
+    /// class); an empty set or class is an input error here, before anything is allocated.
+    func clampBatchToTrainingSet(_ c: inout TrainConfig) throws {
+        let imgPath = try IDX.locate(Split.train.imageFile, in: c.dataDir)
+        var n = try IDX.peekCount(imgPath)
+        if n == 0 { throw IDX.emptySplitError(imgPath, .train) }
+        n = min(n, c.trainLimit ?? n)
+        if let k = c.normalClass {
+            let lblPath = try IDX.locate(Split.train.labelFile, in: c.dataDir)
+            let (_, labels) = try IDX.readLabels(lblPath, limit: c.trainLimit)
+            n = labels.reduce(0) { $0 + (Int($1) == k ? 1 : 0) }
+            if n == 0 {
+                let lim = c.trainLimit.map { " among the first \($0) (--train-limit)" } ?? ""
+                throw AETError.data("--normal-class \(k): no training images of class \(k) (\(c.dataset.classNames[k]))\(lim) in \(lblPath)")
+            }
+        }
+        if c.batchSize > n {
+            if Launcher.rank ?? 0 == 0 {
+                printError("note: --batch-size \(c.batchSize) is larger than the \(n) training images; using \(n) (one step per epoch)")
+            }
+            c.batchSize = n
+        }
     }
 }
 
@@ -169,6 +210,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let opts = options
+        try opts.preflight()
         Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
             let config = try comm.collectively("reading the configuration") { try opts.resolve() }!
             try Session.train(config, comm: comm)
@@ -196,6 +238,7 @@ struct Fetch: ParsableCommand {
     @Option(help: "Mirror URL prefix to download from instead of the public mirror (file:// works).") var mirror: String?
 
     func run() throws {
+        if let d = dataDir, d.isEmpty { throw AETError.usage("--data-dir: empty path") }
         let dir = dataDir ?? "./data/\(dataset.rawValue)"
         try DataSource.fetch(dataset, into: dir, mirror: mirror) { printError($0) }
         print(dir)

@@ -10,23 +10,33 @@ struct Generate: ParsableCommand {
     @Option(help: "Output .png or .npy.") var output: String
     @Option(help: "Random seed for the prior samples.") var seed: UInt64 = 0
 
+    /// At most this many samples: a .png grid of 10,000 is 8,600 pixels square; a .npy is
+    /// streamed one sample at a time, 3.1 KB each.
+    static let maxPNG = 10_000, maxNPY = 10_000_000
+
     func run() throws {
-        guard count > 0 else { throw AETError.usage("--count \(count): must be positive") }
         guard output.hasSuffix(".png") || output.hasSuffix(".npy") else {
             throw AETError.usage("--output \(output): must end in .png or .npy")
+        }
+        let png = output.hasSuffix(".png")
+        let limit = png ? Generate.maxPNG : Generate.maxNPY
+        guard count > 0 && count <= limit else {
+            throw AETError.usage("--count \(count): must be in 1...\(limit) for a .\(png ? "png grid" : "npy file")")
         }
         let (c, model) = try Checkpoint.loadModel(checkpoint, maxBatch: 1)
         guard c.config.model.variational else {
             throw AETError.usage("--checkpoint \(checkpoint): model \(c.config.model.name) is not a VAE; generate needs --model vae")
         }
-        let samples = RunReport.priorSamples(model: model, count: count, seed: seed)
         let url = URL(fileURLWithPath: output)
-        if output.hasSuffix(".png") {
+        if png {
+            let samples = RunReport.priorSamples(model: model, count: count, seed: seed)
             let perRow = Int(Double(count).squareRoot().rounded(.up))
-            try AtomicFile.write(ImageGrid.png(rows: ImageGrid.rows(samples, perRow: perRow)), to: url)
+            try AtomicFile.write(ImageGrid.png(rows: ImageGrid.rows(samples, perRow: perRow)), to: url, special: .writeInPlace)
         } else {
-            let flat = samples.flatMap { $0 }
-            try flat.withUnsafeBufferPointer { try NPY.write(floats: $0, shape: [count, 28, 28], to: url) }
+            try NPY.writeRows(shape: [count, 28, 28], to: url, special: .writeInPlace) { i, row in
+                let s = RunReport.priorSample(model: model, index: i, seed: seed)
+                for k in 0 ..< row.count { row[k] = s[k] }
+            }
         }
         printError("wrote \(count) samples to \(output)")
     }
@@ -58,8 +68,10 @@ struct Anomaly: ParsableCommand {
 
     func run() throws {
         let opts = options, normal = normalClass, ckpt = checkpoint
+        try opts.preflight()
+        if let ckpt, ckpt.isEmpty { throw AETError.usage("--checkpoint: empty path") }
         Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
-            let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal) }!
+            let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal, training: ckpt == nil) }!
             var summary: [String: Any] = [:]
             if let ckpt {
                 // Scoring with a checkpoint is rank 0's job; the other ranks only wait for its verdict.
@@ -141,6 +153,8 @@ struct Denoise: ParsableCommand {
 
     func run() throws {
         let spec = try NoiseSpec(parsing: noise)
+        try data.check()
+        if output.isEmpty { throw AETError.usage("--output: empty path") }
         let (c, model) = try Checkpoint.loadModel(data.checkpoint)
         let ds = try data.load(c)
         let loader = BatchLoader(ds, binarize: c.config.binarize)
@@ -160,7 +174,8 @@ struct Denoise: ParsableCommand {
         let idx = RunReport.onePerClass(ds)
         func pick(_ flat: [Float]) -> [[Float]] { idx.map { Array(flat[($0 * 784)..<(($0 + 1) * 784)]) } }
         let clean = idx.map { i in (0..<784).map { Float(ds.pixels[i * 784 + $0]) / 255 } }
-        try AtomicFile.write(ImageGrid.png(rows: [pick(r.noisy), clean, pick(r.output)]), to: URL(fileURLWithPath: output))
+        try AtomicFile.write(ImageGrid.png(rows: [pick(r.noisy), clean, pick(r.output)]), to: URL(fileURLWithPath: output),
+                             special: .writeInPlace)
         print(JSON.encode(["checkpoint": data.checkpoint, "noise": spec.description, "count": ds.count,
                            "psnr_noisy_db": psnr(r.noisy), "psnr_denoised_db": psnr(r.output), "grid": output]))
     }
@@ -172,6 +187,7 @@ struct Bench: ParsableCommand {
     @Option(help: "BLAS threads.") var threads: Int = 1
 
     func run() throws {
+        guard (1...1024).contains(threads) else { throw AETError.usage("--threads \(threads): must be in 1...1024") }
         SgemmBench.setThreads(threads)
         // Square, and the two shapes that dominate an mlp3 step at batch 128.
         let shapes = [(512, 512, 512), (128, 784, 128), (128, 128, 784)]

@@ -11,8 +11,9 @@ struct CheckpointData: ParsableArguments {
     @Option(help: "Use only the first N images of the split.") var limit: Int?
 
     /// Rank 0 loads the checkpoint and the split and runs `body`; a failure stops every rank.
-    func onRoot(_ what: String, _ body: @escaping (Checkpoint.Loaded, Autoencoder, Dataset, BatchLoader) throws -> Void) {
+    func onRoot(_ what: String, _ body: @escaping (Checkpoint.Loaded, Autoencoder, Dataset, BatchLoader) throws -> Void) throws {
         let d = self
+        try check()
         Session.run { comm in
             try comm.collectively(what) {
                 guard comm.isRoot else { return }
@@ -23,8 +24,15 @@ struct CheckpointData: ParsableArguments {
         }
     }
 
-    func load(_ c: Checkpoint.Loaded) throws -> Dataset {
+    /// Flag checks before anything is read.
+    func check() throws {
+        if checkpoint.isEmpty { throw AETError.usage("--checkpoint: empty path") }
+        if let d = dataDir, d.isEmpty { throw AETError.usage("--data-dir: empty path") }
         if let l = limit, l <= 0 { throw AETError.usage("--limit \(l): must be positive") }
+    }
+
+    func load(_ c: Checkpoint.Loaded) throws -> Dataset {
+        try check()
         let ds = dataset ?? c.config.dataset
         let dir = try DataSource.resolve(ds, dataDir: dataDir ?? (ds == c.config.dataset && FileManager.default.fileExists(atPath: c.config.dataDir) && dataDir == nil ? c.config.dataDir : nil))
         return try IDX.load(dir: dir, split: split, limit: limit, name: ds.rawValue)
@@ -38,6 +46,7 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let d = data
+        try d.check()
         Session.run { comm in
             let loaded: (Checkpoint.Loaded, Autoencoder, Dataset)? = try comm.collectively("loading") {
                 let (c, m) = try Checkpoint.loadModel(d.checkpoint)
@@ -64,10 +73,18 @@ struct Encode: ParsableCommand {
 
     func run() throws {
         let out = output
-        data.onRoot("encode") { _, model, ds, loader in
+        if out.isEmpty { throw AETError.usage("--output: empty path") }
+        try data.onRoot("encode") { _, model, ds, loader in
             let codes = Evaluator.encode(model: model, loader: loader, count: ds.count)
+            // A device or FIFO (/dev/stdout) gets the codes in place; the labels then have no file
+            // of their own to go beside it.
+            let special = AtomicFile.isSpecial(out)
             try codes.withUnsafeBufferPointer {
-                try NPY.write(floats: $0, shape: [ds.count, model.latent], to: URL(fileURLWithPath: out))
+                try NPY.write(floats: $0, shape: [ds.count, model.latent], to: URL(fileURLWithPath: out), special: .writeInPlace)
+            }
+            if special {
+                printError("wrote \(out) (\(ds.count) × \(model.latent)); labels not written (--output is not a regular file)")
+                return
             }
             let lp = labelsPath(out)
             try NPY.write(uint8: ds.labels, shape: [ds.count], to: URL(fileURLWithPath: lp))
@@ -88,10 +105,11 @@ struct Reconstruct: ParsableCommand {
 
     func run() throws {
         let out = output
-        data.onRoot("reconstruct") { _, model, ds, loader in
+        if out.isEmpty { throw AETError.usage("--output: empty path") }
+        try data.onRoot("reconstruct") { _, model, ds, loader in
             let r = Evaluator.reconstruct(model: model, loader: loader, count: ds.count)
             try r.output.withUnsafeBufferPointer {
-                try NPY.write(floats: $0, shape: [ds.count, 28, 28], to: URL(fileURLWithPath: out))
+                try NPY.write(floats: $0, shape: [ds.count, 28, 28], to: URL(fileURLWithPath: out), special: .writeInPlace)
             }
             printError("wrote \(out) (\(ds.count) × 28 × 28)")
         }
@@ -104,6 +122,7 @@ struct Info: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
+        // The same full validation as a load (metadata ranges, model, tensors, finite values).
         let c = try Checkpoint.read(checkpoint)
         let f = c.file
         let meta = f.metadata
@@ -113,7 +132,7 @@ struct Info: ParsableCommand {
             print(JSON.encode(["path": checkpoint, "metadata": meta, "tensors": tensors], pretty: true))
             return
         }
-        print("checkpoint \(checkpoint)")
+        print("checkpoint \(checkpoint): valid (format_version \(c.metadata.formatVersion), step \(c.metadata.step), \(c.layout.parameterCount) parameters)")
         for k in meta.keys.sorted() where k != "config" { print("  \(k): \(meta[k]!)") }
         print("  config: \(meta["config"] ?? "")")
         print("tensors:")

@@ -1,20 +1,162 @@
 import Foundation
 
+/// The typed contract of a checkpoint's `__metadata__`. Safetensors metadata holds strings only:
+/// each field is stored as its decimal or raw string, `config` as the TrainConfig JSON.
+///
+/// `init(strings:path:)` parses and range-checks every field on its own and against the others;
+/// `Checkpoint.read` then checks the tensors against the model the config builds.
+public struct CheckpointMetadata: Codable, Equatable, Sendable {
+    /// 1: `data_sha256` covers the data section only; 2: `file_sha256` covers the whole file too.
+    public var formatVersion: Int
+    /// Optimiser steps taken (also the global batches consumed).
+    public var step: Int
+    /// Completed epochs, and the next global batch within the epoch in progress.
+    public var epoch: Int
+    public var batchInEpoch: Int
+    /// Adam's step counter (≤ step: --on-nan skip skips updates).
+    public var adamStep: Int
+    /// Ranks of the run that wrote it.
+    public var worldSize: Int
+    public var model: String
+    public var dataset: DatasetName
+    public var config: TrainConfig
+    public var aetrainVersion: String
+    /// SHA-256 of the data section (both formats) and of the whole file (format 2); set on encode.
+    public var dataSHA256: String?
+    public var fileSHA256: String?
+
+    enum CodingKeys: String, CodingKey {
+        case formatVersion = "format_version", step, epoch, batchInEpoch = "batch_in_epoch", adamStep = "adam_step"
+        case worldSize = "world_size", model, dataset, config, aetrainVersion = "aetrain_version"
+        case dataSHA256 = "data_sha256", fileSHA256 = "file_sha256"
+    }
+
+    public init(position: RunPosition, adamStep: Int, worldSize: Int, config: TrainConfig) {
+        formatVersion = Checkpoint.currentFormat
+        step = position.step
+        epoch = position.epoch
+        batchInEpoch = position.batchInEpoch
+        self.adamStep = adamStep
+        self.worldSize = worldSize
+        model = config.model.name
+        dataset = config.dataset
+        self.config = config
+        aetrainVersion = AutoencoderCore.aetrainVersion
+    }
+
+    public var position: RunPosition {
+        var p = RunPosition()
+        p.step = step; p.epoch = epoch; p.batchInEpoch = batchInEpoch
+        return p
+    }
+
+    /// The safetensors `__metadata__` map (checksums are added by the encoder).
+    public var strings: [String: String] {
+        var m: [String: String] = [
+            "format_version": String(formatVersion), "step": String(step), "epoch": String(epoch),
+            "batch_in_epoch": String(batchInEpoch), "adam_step": String(adamStep), "world_size": String(worldSize),
+            "model": model, "dataset": dataset.rawValue, "config": config.json(), "aetrain_version": aetrainVersion,
+        ]
+        if let d = dataSHA256 { m[Safetensors.checksumKey] = d }
+        if let f = fileSHA256 { m[Safetensors.fileChecksumKey] = f }
+        return m
+    }
+
+    /// Parses the string map and checks every field; errors are AETError.data "PATH: cause".
+    public init(strings m: [String: String], path: String) throws {
+        func fail(_ cause: String) -> AETError { AETError.data("\(path): \(cause)") }
+        func int(_ key: String) throws -> Int {
+            guard let s = m[key] else { throw fail("checkpoint metadata lacks \(key)") }
+            guard let v = Int(s) else { throw fail("checkpoint metadata \(key) '\(s.prefix(40))' is not an integer") }
+            return v
+        }
+        formatVersion = try int("format_version")
+        guard Checkpoint.readableFormats.contains(formatVersion) else {
+            throw fail("unsupported checkpoint format_version \(formatVersion) (this aetrain reads \(Checkpoint.readableFormats.map(String.init).joined(separator: " and ")))")
+        }
+        guard let cj = m["config"], let cd = cj.data(using: .utf8) else { throw fail("checkpoint metadata has no config") }
+        do {
+            config = try TrainConfig.decoder.decode(TrainConfig.self, from: cd)
+        } catch let e as DecodingError {
+            throw fail("checkpoint metadata has no readable config (\(CheckpointMetadata.reason(e)))")
+        } catch {
+            throw fail("checkpoint metadata has no readable config")
+        }
+        step = try int("step")
+        epoch = try int("epoch")
+        batchInEpoch = try int("batch_in_epoch")
+        adamStep = try int("adam_step")
+        worldSize = try int("world_size")
+        guard let mn = m["model"] else { throw fail("checkpoint metadata lacks model") }
+        model = mn
+        guard let ds = m["dataset"] else { throw fail("checkpoint metadata lacks dataset") }
+        guard let d = DatasetName(rawValue: ds) else { throw fail("checkpoint metadata dataset '\(ds.prefix(40))' is not mnist or fashion-mnist") }
+        dataset = d
+        aetrainVersion = m["aetrain_version"] ?? ""
+        dataSHA256 = m[Safetensors.checksumKey]
+        fileSHA256 = m[Safetensors.fileChecksumKey]
+        try validate(path: path)
+    }
+
+    /// A decoding failure in one line: where and what.
+    static func reason(_ e: DecodingError) -> String {
+        func path(_ c: [CodingKey]) -> String { c.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".") }
+        switch e {
+        case .keyNotFound(let k, let ctx): return "\(path(ctx.codingPath + [k])) missing"
+        case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx), .dataCorrupted(let ctx):
+            return "\(path(ctx.codingPath)): \(Safetensors.oneLine(ctx.debugDescription))"
+        @unknown default: return "invalid"
+        }
+    }
+
+    /// Range and consistency checks that need nothing but the metadata.
+    public func validate(path: String) throws {
+        func fail(_ cause: String) -> AETError { AETError.data("\(path): checkpoint metadata \(cause)") }
+        switch formatVersion {
+        case 1: guard dataSHA256 != nil else { throw AETError.data("\(path): missing \(Safetensors.checksumKey) checksum in __metadata__") }
+        default: guard fileSHA256 != nil else { throw AETError.data("\(path): missing \(Safetensors.fileChecksumKey) checksum in __metadata__ (format_version \(formatVersion))") }
+        }
+        guard (0...TrainConfig.maxSteps).contains(step) else { throw fail("step \(step) out of range 0...\(TrainConfig.maxSteps)") }
+        guard epoch >= 0 else { throw fail("epoch \(epoch) is negative") }
+        guard batchInEpoch >= 0 else { throw fail("batch_in_epoch \(batchInEpoch) is negative") }
+        // Every completed epoch took at least one step. (batch_in_epoch is not bounded by the
+        // steps: a resume at another batch size may re-map it onto the new epoch geometry.)
+        guard epoch <= step else { throw fail("epoch \(epoch) exceeds step \(step) (every epoch takes at least one step)") }
+        guard (0...step).contains(adamStep) else { throw fail("adam_step \(adamStep) out of range 0...\(step) (step)") }
+        guard (1...TrainConfig.maxWorldSize).contains(worldSize) else { throw fail("world_size \(worldSize) out of range 1...\(TrainConfig.maxWorldSize)") }
+        guard model == config.model.name else { throw fail("model \(model) differs from the config's model \(config.model.name)") }
+        guard dataset == config.dataset else { throw fail("dataset \(dataset.rawValue) differs from the config's \(config.dataset.rawValue)") }
+        do { try config.validateValues() } catch let e as AETError {
+            throw fail("config is invalid: \(e.message)")
+        }
+        guard worldSize <= config.batchSize else { throw fail("world_size \(worldSize) exceeds the config's batch size \(config.batchSize)") }
+        // The epoch in progress has at most ceil(N / batch) batches, N ≤ the training images used.
+        let n = min(config.trainLimit ?? IDX.maxCount, IDX.maxCount)
+        let perEpoch = (n + config.batchSize - 1) / config.batchSize
+        guard batchInEpoch < perEpoch else {
+            throw fail("batch_in_epoch \(batchInEpoch) is not below \(perEpoch), the most batches an epoch of \(n) images at batch size \(config.batchSize) has")
+        }
+    }
+}
+
 /// Checkpoints are safetensors files: the model tensors under PyTorch state_dict names
 /// (`encoder.0.weight`, [out, in] row-major, F32), the Adam moments beside them under
-/// `optimizer.exp_avg.<name>` and `optimizer.exp_avg_sq.<name>`, and string metadata:
-/// format_version, step, epoch, batch_in_epoch, adam_step, world_size, model, dataset, config
-/// (the resolved run config as JSON), aetrain_version and data_sha256 (checked on every load).
+/// `optimizer.exp_avg.<name>` and `optimizer.exp_avg_sq.<name>`, and the string metadata of
+/// `CheckpointMetadata` (format 2: `file_sha256` covers the whole file; format 1, still read:
+/// `data_sha256` covers the data section).
 ///
 /// Data order, input noise and VAE samples come from counter-based streams keyed by
 /// (seed, step, sample index), so (seed, epoch, batch_in_epoch, step) is the whole RNG state.
 public enum Checkpoint {
-    public static let formatVersion = "1"
+    public static let currentFormat = 2
+    public static let readableFormats = [1, 2]
+    /// The format written, as the metadata string.
+    public static var formatVersion: String { String(currentFormat) }
     public static let directoryName = "checkpoints"
 
     public static func fileName(step: Int) -> String { String(format: "step-%08d.safetensors", step) }
 
-    /// Encodes model, optimiser and position. Refuses non-finite parameters.
+    /// Encodes model, optimiser and position (format 2). Refuses non-finite parameters.
     public static func encode(model: Autoencoder, adam: Adam, position: RunPosition, config: TrainConfig,
                               worldSize: Int) throws -> Data {
         let P = model.parameterCount
@@ -31,62 +173,74 @@ public enum Checkpoint {
         for t in model.tensors {
             list.append(("optimizer.exp_avg_sq." + t.name, t.shape, UnsafeBufferPointer(start: adam.v.pointer + t.offset, count: t.count)))
         }
-        let meta: [String: String] = [
-            "format_version": formatVersion,
-            "step": String(position.step),
-            "epoch": String(position.epoch),
-            "batch_in_epoch": String(position.batchInEpoch),
-            "adam_step": String(adam.step),
-            "world_size": String(worldSize),
-            "model": config.model.name,
-            "dataset": config.dataset.rawValue,
-            "config": config.json(),
-            "aetrain_version": aetrainVersion,
-        ]
-        return Safetensors.encode(tensors: list, metadata: meta)
+        let meta = CheckpointMetadata(position: position, adamStep: adam.step, worldSize: worldSize, config: config)
+        return Safetensors.encode(tensors: list, metadata: meta.strings, fileChecksum: true)
     }
 
-    /// A validated checkpoint: parsed config and position, tensors checked against the model.
+    /// A validated checkpoint: typed metadata, the model layout its config builds, and the file.
     public struct Loaded {
         public let file: SafetensorsFile
-        public let config: TrainConfig
-        public let position: RunPosition
-        public let adamStep: Int
+        public let metadata: CheckpointMetadata
+        public let layout: Autoencoder.Layout
+        public var config: TrainConfig { metadata.config }
+        public var position: RunPosition { metadata.position }
+        public var adamStep: Int { metadata.adamStep }
     }
 
-    /// Reads and validates a checkpoint: header, offsets, checksum, metadata, and (when a model is
-    /// given) that every tensor is present with the model's dtype and shape.
+    /// Reads and validates a checkpoint as a whole; what `info`, `eval`, `--resume` and
+    /// `--resume auto` all use, so they give the same verdict:
+    /// - a regular file; safetensors header, offsets, coverage; the checksums (file and data);
+    /// - every metadata field (`CheckpointMetadata`);
+    /// - the config builds a valid model that fits in memory; exactly its tensors and both Adam
+    ///   moments are present, F32, with the model's shapes;
+    /// - every value is finite, and every exp_avg_sq value is ≥ 0.
     public static func read(_ path: String) throws -> Loaded {
-        let file = try Safetensors.read(URL(fileURLWithPath: path), requireChecksum: true)
-        let m = file.metadata
-        guard m["format_version"] == formatVersion else {
-            throw AETError.data("\(path): unsupported checkpoint format_version \(m["format_version"] ?? "missing")")
-        }
-        guard let cj = m["config"], let cd = cj.data(using: .utf8),
-              let config = try? TrainConfig.decoder.decode(TrainConfig.self, from: cd) else {
-            throw AETError.data("\(path): checkpoint metadata has no readable config")
-        }
-        var pos = RunPosition()
-        guard let s = m["step"].flatMap(Int.init), let e = m["epoch"].flatMap(Int.init),
-              let b = m["batch_in_epoch"].flatMap(Int.init), let a = m["adam_step"].flatMap(Int.init) else {
-            throw AETError.data("\(path): checkpoint metadata lacks step/epoch/batch_in_epoch/adam_step")
-        }
-        pos.step = s; pos.epoch = e; pos.batchInEpoch = b
-        return Loaded(file: file, config: config, position: pos, adamStep: a)
+        guard !path.isEmpty else { throw AETError.usage("empty checkpoint path") }
+        return try validate(Safetensors.read(URL(fileURLWithPath: path), requireChecksum: true, what: "a checkpoint file"))
     }
 
-    /// Checks the tensors against `model` and copies parameters (and, if given, Adam moments) in.
-    public static func restore(_ c: Loaded, into model: Autoencoder, adam: Adam?) throws {
-        let path = c.file.path
-        for t in model.tensors {
-            var names = [t.name]
-            if adam != nil { names += ["optimizer.exp_avg." + t.name, "optimizer.exp_avg_sq." + t.name] }
-            for n in names {
-                guard let info = c.file.tensor(n) else { throw AETError.data("\(path): tensor \(n) missing (different model?)") }
+    /// The checks of `read` on a decoded file.
+    public static func validate(_ file: SafetensorsFile) throws -> Loaded {
+        let path = file.path
+        let meta = try CheckpointMetadata(strings: file.metadata, path: path)
+        let layout: Autoencoder.Layout
+        do { layout = try Autoencoder.layout(meta.config.model) } catch let e as AETError {
+            throw AETError.data("\(path): checkpoint config does not build a model: \(e.message)")
+        }
+        let bytes = layout.estimatedBytes(maxBatch: 1)
+        guard bytes <= Double(Memory.available) else {
+            throw AETError.data("\(path): the model in the checkpoint's config would need \(Memory.format(bytes)) of memory; \(Memory.format(Double(Memory.available))) is available")
+        }
+        var expected = Set<String>()
+        for t in layout.tensors {
+            for n in [t.name, "optimizer.exp_avg." + t.name, "optimizer.exp_avg_sq." + t.name] {
+                expected.insert(n)
+                guard let info = file.tensor(n) else { throw AETError.data("\(path): tensor \(n) missing (different model?)") }
                 guard info.dtype == "F32" else { throw AETError.data("\(path): tensor \(n) is \(info.dtype), expected F32") }
                 guard info.shape == t.shape else {
                     throw AETError.data("\(path): tensor \(n) has shape \(info.shape), the model needs \(t.shape) (different model?)")
                 }
+            }
+        }
+        if let extra = file.tensors.first(where: { !expected.contains($0.name) }) {
+            throw AETError.data("\(path): unexpected tensor \(Safetensors.quote(extra.name)) (not part of model \(meta.config.model.name))")
+        }
+        for t in file.tensors {
+            let squares = t.name.hasPrefix("optimizer.exp_avg_sq.")
+            if let bad = try file.checkValues(t.name, nonNegative: squares) {
+                throw AETError.data("\(path): tensor \(t.name) holds \(bad) values; refusing to use it")
+            }
+        }
+        return Loaded(file: file, metadata: meta, layout: layout)
+    }
+
+    /// Copies parameters (and, if given, Adam moments) into `model`, which must have been built
+    /// from the checkpoint's own model spec.
+    public static func restore(_ c: Loaded, into model: Autoencoder, adam: Adam?) throws {
+        let path = c.file.path
+        for t in model.tensors {
+            guard let info = c.file.tensor(t.name), info.shape == t.shape else {
+                throw AETError.data("\(path): tensor \(t.name) does not match the model (different model?)")
             }
             try c.file.copyFloats(t.name, into: model.params.pointer + t.offset, count: t.count)
             if let adam {

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // safetensors (https://github.com/huggingface/safetensors), as PyTorch's `safetensors.torch.load_file`
@@ -87,6 +88,28 @@ public struct SafetensorsFile {
         copy(t, into: into, count: n)
     }
 
+    /// Scans an F32 tensor: nil when every value is finite (and ≥ 0 with `nonNegative`), else
+    /// what is wrong ("NaN or Inf", "negative").
+    public func checkValues(_ name: String, nonNegative: Bool = false) throws -> String? {
+        let t = try f32(name)
+        let n = t.byteCount / 4
+        var chunk = [Float](repeating: 0, count: min(n, 1 << 16))
+        var i = 0
+        while i < n {
+            let m = min(chunk.count, n - i)
+            let part = TensorInfo(name: t.name, dtype: t.dtype, shape: [m], begin: t.begin + 4 * i, end: t.begin + 4 * (i + m))
+            let bad: String? = chunk.withUnsafeMutableBufferPointer { buf in
+                copy(part, into: buf.baseAddress, count: m)
+                if aet_all_finite(buf.baseAddress, m) == 0 { return "NaN or Inf" }
+                if nonNegative && buf[0 ..< m].contains(where: { $0 < 0 }) { return "negative" }
+                return nil
+            }
+            if let bad { return bad }
+            i += m
+        }
+        return nil
+    }
+
     private func lookup(_ name: String) throws -> TensorInfo {
         guard let t = tensor(name) else {
             throw AETError.data("\(path): missing tensor \(Safetensors.quote(name))")
@@ -120,6 +143,11 @@ public struct SafetensorsFile {
 public enum Safetensors {
     /// Metadata key holding the SHA-256 (lowercase hex) of the whole data section.
     public static let checksumKey = "data_sha256"
+    /// Metadata key holding the SHA-256 (lowercase hex) of the whole file, computed with the 64
+    /// hex digits of this value itself replaced by ASCII '0': it covers the length prefix, the
+    /// header with every tensor entry and all metadata, and the data (checkpoint format 2).
+    public static let fileChecksumKey = "file_sha256"
+    static let zeroDigest = String(repeating: "0", count: 64)
     /// Largest header accepted on read (the reference implementation's limit).
     public static let maxHeaderBytes = 100_000_000
 
@@ -136,10 +164,11 @@ public enum Safetensors {
     // MARK: Writing
 
     /// Encodes F32 tensors, in the given order, contiguous, into one buffer of the exact final size.
-    /// Adds `metadata[checksumKey]` = SHA-256 hex of the whole data section (overriding any given value).
+    /// Adds `metadata[checksumKey]` = SHA-256 hex of the whole data section (overriding any given value),
+    /// and with `fileChecksum` also `metadata[fileChecksumKey]`, the SHA-256 of the whole file.
     /// Programming errors trap: a duplicate or reserved name, a negative dimension, or a shape whose
     /// element count differs from `data.count`.
-    public static func encode(tensors: [Tensor], metadata: [String: String]) -> Data {
+    public static func encode(tensors: [Tensor], metadata: [String: String], fileChecksum: Bool = false) -> Data {
         var dataBytes = 0
         var names = Set<String>()
         for t in tensors {
@@ -155,6 +184,8 @@ public enum Safetensors {
         for t in tensors { hashLittleEndian(t.data, into: &digest) }
         var meta = metadata
         meta[checksumKey] = digest.finalizeHex()
+        meta[fileChecksumKey] = nil
+        if fileChecksum { meta[fileChecksumKey] = zeroDigest }  // placeholder, patched below
 
         // Header JSON, written by hand so the key order is fixed: tensors in data order, then metadata.
         var json = "{"
@@ -182,7 +213,32 @@ public enum Safetensors {
         out.append(contentsOf: header)
         for t in tensors { appendLittleEndian(t.data, to: &out) }
         assert(out.count == total)
+        if fileChecksum {
+            // The placeholder is found exactly once (see `fileChecksumRange`); hash, then patch it.
+            let range = fileChecksumRange(header, value: zeroDigest)!
+            let hex = Array(SHA256Digest.hex(out).utf8)
+            out.replaceSubrange((8 + range.lowerBound) ..< (8 + range.upperBound), with: hex)
+        }
         return out
+    }
+
+    /// Where the 64 hex digits of `"file_sha256":"<value>"` sit in the header bytes; nil unless
+    /// the key occurs exactly once. Inside a JSON string a quote is escaped, so tensor names and
+    /// other metadata values cannot contain this byte sequence.
+    static func fileChecksumRange<C: Collection>(_ header: C, value: String) -> Range<Int>? where C.Element == UInt8, C.Index == Int {
+        let key = Array("\"\(fileChecksumKey)\":\"".utf8)
+        let pattern = key + Array(value.utf8) + [UInt8(ascii: "\"")]
+        let bytes = Array(header)
+        var found: Range<Int>? = nil
+        var i = 0
+        while i + pattern.count <= bytes.count {
+            if bytes[i] == pattern[0] && bytes[i ..< i + key.count].elementsEqual(key) {
+                guard found == nil, bytes[i ..< i + pattern.count].elementsEqual(pattern) else { return nil }
+                found = (i + key.count) ..< (i + key.count + 64)
+            }
+            i += 1
+        }
+        return found
     }
 
     /// Encodes and writes crash-safely (temp file, fsync, rename). Throws AETError.io on failure.
@@ -192,19 +248,16 @@ public enum Safetensors {
 
     // MARK: Reading
 
-    /// Reads and validates a file (see `decode`). An unreadable file is AETError.data.
-    public static func read(_ url: URL, requireChecksum: Bool = false) throws -> SafetensorsFile {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw AETError.data("\(url.path): cannot read: \(oneLine(error.localizedDescription))")
-        }
+    /// Reads and validates a file (see `decode`). Only a regular file is read (a directory, FIFO
+    /// or device is an error naming it); an unreadable file is AETError.data.
+    public static func read(_ url: URL, requireChecksum: Bool = false, what: String = "a safetensors file") throws -> SafetensorsFile {
+        let data = try InputFile.readAll(url.path, what: what)
         return try decode(data, path: url.path, requireChecksum: requireChecksum)
     }
 
     /// Parses and validates everything; any defect is an AETError.data "PATH: cause".
-    /// `requireChecksum` makes a missing `checksumKey` an error; a present one is always verified.
+    /// `requireChecksum` makes a missing `checksumKey` an error; a present one is always verified,
+    /// and so is a present `fileChecksumKey`.
     public static func decode(_ data: Data, path: String, requireChecksum: Bool = false) throws -> SafetensorsFile {
         func fail(_ cause: String) -> AETError { AETError.data("\(path): \(cause)") }
 
@@ -324,6 +377,21 @@ public enum Safetensors {
             guard got == want.lowercased() else { throw fail("checksum mismatch (file is corrupt)") }
         } else if requireChecksum {
             throw fail("missing \(checksumKey) checksum in __metadata__")
+        }
+        if let want = metadata[fileChecksumKey] {
+            // Lowercase hex exactly as written: every byte of the file is significant.
+            let hex = want
+            guard hex.utf8.count == 64, hex.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }),
+                  let range = fileChecksumRange(headerBytes, value: want) else {
+                throw fail("malformed \(fileChecksumKey) in the header")
+            }
+            var d = SHA256Digest()
+            data.withUnsafeBytes { raw in
+                d.update(raw.baseAddress!, 8 + range.lowerBound)
+                d.update(Data(zeroDigest.utf8))
+                d.update(raw.baseAddress! + 8 + range.upperBound, fileSize - 8 - range.upperBound)
+            }
+            guard d.finalizeHex() == hex else { throw fail("file checksum mismatch: the header, metadata or data is corrupt") }
         }
 
         return SafetensorsFile(path: path, metadata: metadata, tensors: tensors, storage: data, dataStart: dataStart)

@@ -88,18 +88,10 @@ public enum DataSource {
 
     /// SHA-256 of a file's decompressed content (zlib reads raw files transparently).
     public static func contentDigest(path: String) throws -> String {
-        let f = try GzFile(path)
+        let f = try GzFile(path, hashing: true)
         defer { f.close() }
-        var d = SHA256Digest()
-        var buf = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let got = buf.withUnsafeMutableBytes { gzread(f.handle, $0.baseAddress, UInt32($0.count)) }
-            if got < 0 { throw AETError.data("\(path): corrupt gzip data") }
-            if got == 0 { break }
-            buf.withUnsafeBytes { d.update($0.baseAddress!, Int(got)) }
-        }
-        try f.checkCleanEnd()
-        return d.finalizeHex()
+        try f.drain()
+        return f.contentDigest()
     }
 
     /// Checks a file against the built-in digest; throws a one-line error naming it on mismatch.
@@ -129,7 +121,7 @@ public enum DataSource {
                 do {
                     let data = try download(url)
                     let tmp = dest + ".download-\(getpid())"
-                    try data.write(to: URL(fileURLWithPath: tmp))
+                    try AtomicFile.write(data, to: URL(fileURLWithPath: tmp))
                     defer { unlink(tmp) }
                     try verify(ds, file: name, path: tmp)
                     try AtomicFile.write(data, to: URL(fileURLWithPath: dest))
@@ -152,8 +144,11 @@ public enum DataSource {
     static func download(_ url: String) throws -> Data {
         guard let u = URL(string: url) else { throw AETError.usage("\(url): not a URL") }
         if u.isFileURL {
-            guard let d = FileManager.default.contents(atPath: u.path) else { throw AETError.io("\(url): cannot read") }
-            return d
+            do {
+                return try InputFile.readAll(u.path, what: "a dataset file", maxBytes: 1 << 30)
+            } catch let e as AETError {  // name the URL, as for a download
+                throw AETError.io("\(url): " + (e.message.hasPrefix(u.path + ": ") ? String(e.message.dropFirst(u.path.count + 2)) : e.message))
+            }
         }
         final class Box: @unchecked Sendable { var data: Data?; var error: String? }
         let box = Box()

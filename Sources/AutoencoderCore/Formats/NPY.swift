@@ -29,12 +29,39 @@ public enum NPY {
         return out
     }
 
-    public static func write(floats: UnsafeBufferPointer<Float>, shape: [Int], to url: URL) throws {
-        try AtomicFile.write(encode(floats: floats, shape: shape), to: url)
+    /// Writes atomically (see `AtomicFile`; `special` says what a device or FIFO path gets).
+    public static func write(floats: UnsafeBufferPointer<Float>, shape: [Int], to url: URL,
+                             special: AtomicFile.Special = .refuse) throws {
+        try AtomicFile.write(encode(floats: floats, shape: shape), to: url, special: special)
     }
 
-    public static func write(uint8: [UInt8], shape: [Int], to url: URL) throws {
-        try AtomicFile.write(encode(uint8: uint8, shape: shape), to: url)
+    public static func write(uint8: [UInt8], shape: [Int], to url: URL, special: AtomicFile.Special = .refuse) throws {
+        try AtomicFile.write(encode(uint8: uint8, shape: shape), to: url, special: special)
+    }
+
+    /// Streams a float32 array of `shape` to `url` one row (shape[1...] values) at a time:
+    /// `row(i, buffer)` fills row i. Memory stays one row, whatever shape[0] is.
+    public static func writeRows(shape: [Int], to url: URL, special: AtomicFile.Special = .refuse,
+                                 row: (Int, UnsafeMutableBufferPointer<Float>) -> Void) throws {
+        precondition(!shape.isEmpty && shape.allSatisfy { $0 >= 0 }, "npy: bad shape \(shape)")
+        let rowCount = shape.dropFirst().reduce(1, *)
+        let head = preamble(descr: "<f4", shape: shape, payloadBytes: 0)
+        var buf = [Float](repeating: 0, count: max(rowCount, 1))
+        try AtomicFile.write(to: url, special: special) { fd in
+            var err = head.withUnsafeBytes { AtomicFile.writeAll(fd, $0) }
+            var i = 0
+            while err == 0 && i < shape[0] {
+                err = buf.withUnsafeMutableBufferPointer { b -> Int32 in
+                    row(i, UnsafeMutableBufferPointer(rebasing: b[0 ..< rowCount]))
+                    #if _endian(big)
+                    for k in 0 ..< rowCount { b[k] = Float(bitPattern: b[k].bitPattern.littleEndian) }
+                    #endif
+                    return AtomicFile.writeAll(fd, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: b[0 ..< rowCount])))
+                }
+                i += 1
+            }
+            return err
+        }
     }
 
     private static func checkShape(_ shape: [Int], count: Int) {
@@ -70,12 +97,7 @@ public enum NPY {
 
     /// Reads a .npy file (format 1.0, 2.0 or 3.0) and validates it; errors are AETError.data "PATH: cause".
     public static func read(_ url: URL) throws -> Contents {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw AETError.data("\(url.path): cannot read: \(Safetensors.oneLine(error.localizedDescription))")
-        }
+        let data = try InputFile.readAll(url.path, what: "a .npy file")
         return try decode(data, path: url.path)
     }
 

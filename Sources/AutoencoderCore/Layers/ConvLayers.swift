@@ -220,7 +220,7 @@ public final class Conv2D: Layer {
             for o in 0..<cout {
                 for c in 0..<cin {
                     let dst = dw + (o * cin + c) * kk, src = gt + o * kk * cin + c
-                    for t in 0..<kk { dst[t] += src[t * cin] }
+                    for t in 0..<kk { dst[t] += src[t &* cin] }
                 }
             }
         }
@@ -267,13 +267,16 @@ public final class Conv2D: Layer {
                         }
                         let xLo = max(0, -ox), xHi = min(wd, wd - ox)
                         let q0 = yLo * wd + xLo, q1 = (yHi - 1) * wd + xHi, off = oy * wd + ox
-                        for q in 0..<q0 { dst[q] = 0 }
-                        for q in q0..<q1 { dst[q] = plane[q + off] }
-                        for q in q1..<hw { dst[q] = 0 }
+                        // Bulk copies and fills; the edge loops use wrapping index arithmetic
+                        // (the indices are in range by construction), so no overflow checks
+                        // sit in the inner loops.
+                        dst.update(repeating: 0, count: q0)
+                        (dst + q0).update(from: plane + (q0 + off), count: q1 - q0)
+                        (dst + q1).update(repeating: 0, count: hw - q1)
                         if ox > 0 {
-                            for i in yLo..<(yHi - 1) { for j in xHi..<wd { dst[i * wd + j] = 0 } }
+                            for i in yLo..<(yHi - 1) { let r = dst + i &* wd; for j in xHi..<wd { r[j] = 0 } }
                         } else if ox < 0 {
-                            for i in (yLo + 1)..<yHi { for j in 0..<xLo { dst[i * wd + j] = 0 } }
+                            for i in (yLo + 1)..<yHi { let r = dst + i &* wd; for j in 0..<xLo { r[j] = 0 } }
                         }
                     }
                 }
@@ -306,12 +309,13 @@ public final class Conv2D: Layer {
                         let xLo = max(0, -ox), xHi = min(wd, wd - ox)
                         let q0 = yLo * wd + xLo, q1 = (yHi - 1) * wd + xHi, off = oy * wd + ox
                         let row = col + ((c * k + ky) * k + kx) * ld + s * hw
+                        let shifted = row + off  // shifted[q] = row[q + off], q in q0..<q1
                         if ox > 0 {
-                            for i in yLo..<(yHi - 1) { for j in xHi..<wd { row[i * wd + j + off] = 0 } }
+                            for i in yLo..<(yHi - 1) { let r = shifted + i &* wd; for j in xHi..<wd { r[j] = 0 } }
                         } else if ox < 0 {
-                            for i in (yLo + 1)..<yHi { for j in 0..<xLo { row[i * wd + j + off] = 0 } }
+                            for i in (yLo + 1)..<yHi { let r = shifted + i &* wd; for j in 0..<xLo { r[j] = 0 } }
                         }
-                        for q in q0..<q1 { plane[q] += row[q + off] }
+                        for q in q0..<q1 { plane[q] += shifted[q] }
                     }
                 }
             }
@@ -418,13 +422,15 @@ public final class MaxPool2D: Layer {
                     let base = c * height * wd + 2 * i * wd
                     let r0 = xs + base, r1 = r0 + wd
                     let o = (c * oh + i) * ow
-                    for j in 0..<ow {
-                        var m = r0[2 * j], at = base + 2 * j
-                        if r0[2 * j + 1] > m { m = r0[2 * j + 1]; at = base + 2 * j + 1 }
-                        if r1[2 * j] > m { m = r1[2 * j]; at = base + wd + 2 * j }
-                        if r1[2 * j + 1] > m { m = r1[2 * j + 1]; at = base + wd + 2 * j + 1 }
-                        ys[o + j] = m
-                        ids[o + j] = Int32(truncatingIfNeeded: at)
+                    let yo = ys + o, io = ids + o
+                    for j in 0..<ow {  // wrapping arithmetic: indices in range by construction
+                        let j2 = j &<< 1
+                        var m = r0[j2], at = base &+ j2
+                        if r0[j2 &+ 1] > m { m = r0[j2 &+ 1]; at = base &+ j2 &+ 1 }
+                        if r1[j2] > m { m = r1[j2]; at = base &+ wd &+ j2 }
+                        if r1[j2 &+ 1] > m { m = r1[j2 &+ 1]; at = base &+ wd &+ j2 &+ 1 }
+                        yo[j] = m
+                        io[j] = Int32(truncatingIfNeeded: at)
                     }
                 }
             }
@@ -477,8 +483,8 @@ public final class Upsample2D: Layer {
         for r in 0..<(n * channels * height) {  // one input row -> two output rows
             let src = x + r * wd, d0 = y + 2 * r * ow, d1 = d0 + ow
             for j in 0..<wd {
-                let v = src[j]
-                d0[2 * j] = v; d0[2 * j + 1] = v
+                let v = src[j], j2 = j &<< 1
+                d0[j2] = v; d0[j2 &+ 1] = v
             }
             d1.update(from: d0, count: ow)
         }
@@ -491,7 +497,8 @@ public final class Upsample2D: Layer {
         for r in 0..<(n * channels * height) {
             let d = dx + r * wd, g0 = dy + 2 * r * ow, g1 = g0 + ow
             for j in 0..<wd {
-                d[j] = (g0[2 * j] + g0[2 * j + 1]) + (g1[2 * j] + g1[2 * j + 1])
+                let j2 = j &<< 1
+                d[j] = (g0[j2] + g0[j2 &+ 1]) + (g1[j2] + g1[j2 &+ 1])
             }
         }
     }

@@ -82,41 +82,14 @@ public final class Autoencoder {
         self.spec = spec
         self.objective = objective
         self.maxBatch = max(1, maxBatch)
-        inputDim = spec.imageShape.reduce(1, *)
-        encoder = try Autoencoder.build(spec.encoder, input: spec.imageShape)
-        let encShapes = try ModelSpec.shapes(spec.encoder, input: spec.imageShape)
-        var codeShape = encShapes.last!
-        if spec.variational {
-            guard codeShape.count == 1, codeShape[0] % 2 == 0 else {
-                throw AETError.usage("model \(spec.name): a VAE encoder must end in a dense layer of 2·latent units")
-            }
-            codeShape = [codeShape[0] / 2]
-        }
-        latent = codeShape.reduce(1, *)
-        decoder = try Autoencoder.build(spec.decoder, input: codeShape)
-        guard decoder.last!.outputSize == inputDim else {
-            throw AETError.usage("model \(spec.name): decoder ends with \(decoder.last!.outputSize) values, expected \(inputDim)")
-        }
-        if spec.penalty == .contractive {
-            guard let d = encoder.last as? Dense, d.activation == .sigmoid else {
-                throw AETError.usage("model \(spec.name): the contractive penalty needs a dense sigmoid code layer")
-            }
-        }
-        // Flat layout, PyTorch state_dict order and names.
-        var ts: [ParameterTensor] = []
-        var offset = 0
-        for (prefix, layers) in [("encoder", encoder), ("decoder", decoder)] {
-            var module = 0
-            for l in layers {
-                for (suffix, shape) in l.parameterShapes {
-                    ts.append(ParameterTensor(name: "\(prefix).\(module).\(suffix)", shape: shape, offset: offset))
-                    offset += shape.reduce(1, *)
-                }
-                module += l.torchModuleCount
-            }
-        }
-        tensors = ts
-        parameterCount = offset
+        let layout = try Autoencoder.layout(spec)
+        inputDim = layout.inputDim
+        encoder = layout.encoder
+        decoder = layout.decoder
+        latent = layout.latent
+        tensors = layout.tensors
+        parameterCount = layout.parameterCount
+        let offset = parameterCount
         params = FloatBuffer(offset)
         grads = FloatBuffer(offset + Autoencoder.extraSlots)
         var p = 0
@@ -153,6 +126,120 @@ public final class Autoencoder {
         codeStats = FloatBuffer(latent)
         rowNorm = FloatBuffer(spec.penalty == .contractive ? latent : 0)
         colAcc = FloatBuffer(spec.penalty == .contractive ? latent : 0)
+    }
+
+    /// A model's layers, code size and parameter tensors, built and checked from a spec without
+    /// allocating any buffer: every layer size is positive and bounded, the shapes chain, the
+    /// decoder ends in an image. Any defect is a one-line AETError (usage), never a trap, so a
+    /// spec read from a file is safe to check.
+    public struct Layout {
+        public let encoder: [Layer]
+        public let decoder: [Layer]
+        public let inputDim: Int
+        public let latent: Int
+        public let tensors: [ParameterTensor]
+        public let parameterCount: Int
+
+        /// Bytes a model needs for `maxBatch` samples per step: parameters, gradients and the two
+        /// Adam moments (and one more copy for the shared exchange's published parameters), plus
+        /// the activation buffers and layer workspaces. An estimate, in Double so it cannot overflow.
+        public func estimatedBytes(maxBatch: Int) -> Double {
+            let b = Double(max(1, maxBatch))
+            var perSample = Double(3 * inputDim)  // input, target, output
+            var fixed = 5 * Double(parameterCount)
+            var widest = 0
+            for l in encoder + decoder {
+                perSample += Double(l.outputSize)
+                widest = max(widest, l.inputSize, l.outputSize)
+                if let c = l as? Conv2D {
+                    fixed += Double(max(c.inChannels, c.outChannels) * c.kernel * c.kernel) * Double(c.height * c.width)
+                        + 2 * Double(c.outChannels * c.inChannels * c.kernel * c.kernel)
+                } else if l is MaxPool2D {
+                    perSample += Double(l.outputSize)
+                } else if let e = l as? LSTMEncoder {
+                    perSample += Double(28 * 12 * e.hidden)
+                } else if let d = l as? LSTMDecoder {
+                    perSample += Double(28 * 12 * d.hidden + 4 * d.hidden)
+                }
+            }
+            perSample += 2 * Double(widest) + 2 * Double(latent)
+            return 4 * (fixed + b * perSample)
+        }
+    }
+
+    /// Largest number of floats one layer may output per sample (a sanity bound; 28×28×32 = 25,088).
+    public static let maxLayerFloats = 1 << 28
+    /// Largest parameter count a spec may describe (2^40: 4 TB of Float32 per copy).
+    public static let maxParameters = 1 << 40
+
+    public static func layout(_ spec: ModelSpec) throws -> Layout {
+        func fail(_ m: String) -> AETError { AETError.usage("model \(spec.name): \(m)") }
+        guard !spec.encoder.isEmpty else { throw fail("the encoder has no layers") }
+        guard !spec.decoder.isEmpty else { throw fail("the decoder has no layers") }
+        for l in spec.encoder + spec.decoder {
+            switch l {
+            case .dense(let units, _):
+                guard units > 0 && units <= maxLayerFloats else { throw fail("dense layer of \(units) units (must be 1...\(maxLayerFloats))") }
+            case .conv(let ch, let k, _):
+                guard ch > 0 && ch <= 1 << 16 else { throw fail("conv layer of \(ch) channels (must be 1...65536)") }
+                guard k > 0 && k % 2 == 1 && k <= 63 else { throw fail("conv kernel \(k) (must be odd, 1...63)") }
+            case .lstmEncoder(let h), .lstmDecoder(let h):
+                guard h > 0 && h <= 1 << 20 else { throw fail("LSTM of \(h) hidden units (must be 1...\(1 << 20))") }
+            case .maxPool, .upsample:
+                break
+            }
+        }
+        let input = spec.imageShape
+        let encShapes = try ModelSpec.shapes(spec.encoder, input: input)
+        var codeShape = encShapes.last!
+        if spec.variational {
+            guard codeShape.count == 1, codeShape[0] % 2 == 0 else {
+                throw fail("a VAE encoder must end in a dense layer of 2·latent units")
+            }
+            codeShape = [codeShape[0] / 2]
+        }
+        let decShapes = try ModelSpec.shapes(spec.decoder, input: codeShape)
+        for s in encShapes + decShapes + [codeShape] {
+            var n = 1
+            for d in s {
+                let (p, o) = n.multipliedReportingOverflow(by: d)
+                guard !o, d > 0, p <= maxLayerFloats else { throw fail("a layer's output \(s) is larger than \(maxLayerFloats) values") }
+                n = p
+            }
+        }
+        let encoder = try build(spec.encoder, input: input)
+        let latent = codeShape.reduce(1, *)
+        let decoder = try build(spec.decoder, input: codeShape)
+        let inputDim = input.reduce(1, *)
+        guard decoder.last!.outputSize == inputDim else {
+            throw fail("decoder ends with \(decoder.last!.outputSize) values, expected \(inputDim)")
+        }
+        if spec.penalty == .contractive {
+            guard let d = encoder.last as? Dense, d.activation == .sigmoid else {
+                throw fail("the contractive penalty needs a dense sigmoid code layer")
+            }
+        }
+        // Flat layout, PyTorch state_dict order and names.
+        var ts: [ParameterTensor] = []
+        var offset = 0
+        for (prefix, layers) in [("encoder", encoder), ("decoder", decoder)] {
+            var module = 0
+            for l in layers {
+                for (suffix, shape) in l.parameterShapes {
+                    ts.append(ParameterTensor(name: "\(prefix).\(module).\(suffix)", shape: shape, offset: offset))
+                    var n = 1
+                    for d in shape {
+                        let (p, o) = n.multipliedReportingOverflow(by: d)
+                        guard !o, p <= maxParameters else { throw fail("more than \(maxParameters) parameters") }
+                        n = p
+                    }
+                    offset += n
+                    guard offset <= maxParameters else { throw fail("more than \(maxParameters) parameters") }
+                }
+                module += l.torchModuleCount
+            }
+        }
+        return Layout(encoder: encoder, decoder: decoder, inputDim: inputDim, latent: latent, tensors: ts, parameterCount: offset)
     }
 
     static func build(_ specs: [LayerSpec], input: [Int]) throws -> [Layer] {

@@ -98,8 +98,8 @@ extension ModelSpec {
 
     /// Code size: the number of latent values per image.
     public var latentSize: Int {
-        let shapes = try! Self.shapes(encoder, input: imageShape)
-        let n = shapes.last!.reduce(1, *)
+        guard let last = (try? Self.shapes(encoder, input: imageShape))?.last else { return 0 }
+        let n = last.reduce(1, *)
         return variational ? n / 2 : n
     }
 
@@ -125,6 +125,10 @@ extension ModelSpec {
                 shape = [h]
             case .lstmDecoder:
                 shape = [1, 28, 28]
+            }
+            // Bounded at every layer, so that no later product can overflow.
+            guard shape.allSatisfy({ $0 > 0 && $0 <= Autoencoder.maxLayerFloats }) else {
+                throw AETError.usage("layer output shape \(shape) out of range (every dimension must be 1...\(Autoencoder.maxLayerFloats))")
             }
             out.append(shape)
         }

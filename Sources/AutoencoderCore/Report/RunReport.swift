@@ -33,15 +33,14 @@ public enum RunReport {
 
     /// Decodes `count` samples z ~ N(0, I) (VAE), keyed by `seed`.
     public static func priorSamples(model: Autoencoder, count: Int, seed: UInt64) -> [[Float]] {
-        let L = model.latent
-        var z = [Float](repeating: 0, count: L)
-        var out: [[Float]] = []
-        for i in 0..<count {
-            var g = Streams.rng(seed: seed, stream: Streams.generate, UInt64(i))
-            for j in 0..<L { z[j] = g.normal() }
-            out.append(decode(model: model, z: z))
-        }
-        return out
+        (0..<count).map { priorSample(model: model, index: $0, seed: seed) }
+    }
+
+    /// Sample `index` of `priorSamples` alone (for streaming many of them).
+    public static func priorSample(model: Autoencoder, index i: Int, seed: UInt64) -> [Float] {
+        var g = Streams.rng(seed: seed, stream: Streams.generate, UInt64(i))
+        let z = (0..<model.latent).map { _ in g.normal() }
+        return decode(model: model, z: z)
     }
 
     static func decode(model: Autoencoder, z: [Float]) -> [Float] {

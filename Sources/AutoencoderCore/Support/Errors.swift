@@ -41,3 +41,24 @@ public enum ExitCode {
 public func printError(_ s: String) {
     fputs(s + "\n", stderr)  // C stdio: a closed or full stderr is an error code, not a crash
 }
+
+/// What the launcher (mpirun, srun) says about this process before MPI starts.
+public enum Launcher {
+    /// This process's rank as the launcher set it in the environment, or nil outside a launcher.
+    public static var rank: Int? {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"] {
+            if let r = env[key].flatMap(Int.init) { return r }
+        }
+        return nil
+    }
+
+    /// How many ranks the launcher started on this node, or nil.
+    public static var localSize: Int? {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"] {
+            if let n = env[key].flatMap(Int.init), n > 0 { return n }
+        }
+        return nil
+    }
+}
