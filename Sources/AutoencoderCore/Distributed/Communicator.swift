@@ -2,8 +2,9 @@ import CBLAS
 import CMPI
 import Foundation
 
-/// The only MPI-aware piece of aetrain. `LocalCommunicator` is rank 0 of 1 and does nothing;
-/// `MPICommunicator` wraps Open MPI. Everything else calls these few collectives.
+/// The collectives aetrain needs. `LocalCommunicator` is rank 0 of 1 and does nothing;
+/// `MPICommunicator` wraps Open MPI. Everything else calls these few collectives; only
+/// `MPICommunicator` and `SharedWindow` (node-shared memory for one exchange) touch MPI.
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
@@ -19,13 +20,6 @@ public protocol Communicator: AnyObject {
     /// Broadcast `bytes` bytes from `root`.
     func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String)
     func barrier(what: String)
-    /// `floats` floats of memory mapped by every rank (an MPI-3 shared window), or nil when the
-    /// ranks do not all share one node. Collective: every rank calls it with the same count;
-    /// when the memory cannot be had on any rank, every rank throws.
-    func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>?
-    /// Orders the shared memory: every rank's writes before the call are visible to every rank
-    /// after it (memory barrier, rank barrier, memory barrier).
-    func sharedSync(what: String)
     /// Ends every rank of the job now.
     func abort(code: Int32) -> Never
     func finalize()
@@ -94,8 +88,6 @@ public final class LocalCommunicator: Communicator {
     public func waitAll(what: String) {}
     public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {}
     public func barrier(what: String) {}
-    public func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>? { nil }
-    public func sharedSync(what: String) {}
     public func abort(code: Int32) -> Never { exit(code) }
     public func finalize() {}
 }
@@ -156,7 +148,12 @@ public final class MPICommunicator: Communicator {
         watchdog = t
     }
 
-    @inline(__always) private func enter(_ what: String) {
+    /// Shared windows opened on this communicator (see `SharedWindow`): their epochs are closed
+    /// at `finalize`, before MPI is.
+    func keepUntilFinalize(window: MPI_Win?) { windows.append(window) }
+
+    /// Marks a collective as pending for the watchdog (`what` names it in the timeout message).
+    @inline(__always) func beginCollective(_ what: String) {
         guard state.timeout > 0 else { return }
         state.lock.lock()
         state.op = what
@@ -165,7 +162,7 @@ public final class MPICommunicator: Communicator {
         state.lock.unlock()
     }
 
-    @inline(__always) private func leave() {
+    @inline(__always) func endCollective() {
         guard state.timeout > 0 else { return }
         state.lock.lock()
         state.op = nil
@@ -173,17 +170,17 @@ public final class MPICommunicator: Communicator {
     }
 
     public func allreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {
-        enter(what); defer { leave() }
+        beginCollective(what); defer { endCollective() }
         _ = aet_mpi_allreduce_float(buf, Int32(count))
     }
 
     public func allreduceSum(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {
-        enter(what); defer { leave() }
+        beginCollective(what); defer { endCollective() }
         _ = aet_mpi_allreduce_double(buf, Int32(count))
     }
 
     public func allreduceMax(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {
-        enter(what); defer { leave() }
+        beginCollective(what); defer { endCollective() }
         _ = aet_mpi_allreduce_max_double(buf, Int32(count))
     }
 
@@ -199,13 +196,13 @@ public final class MPICommunicator: Communicator {
     }
 
     public func waitAll(what: String) {
-        enter(what); defer { leave() }
+        beginCollective(what); defer { endCollective() }
         for i in 0..<pending { _ = aet_mpi_wait(requests + i) }
         pending = 0
     }
 
     public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {
-        enter(what); defer { leave() }
+        beginCollective(what); defer { endCollective() }
         var off = 0
         while off < bytes {
             let n = min(bytes - off, 1 << 30)
@@ -215,42 +212,8 @@ public final class MPICommunicator: Communicator {
     }
 
     public func barrier(what: String) {
-        enter(what); defer { leave() }
+        beginCollective(what); defer { endCollective() }
         _ = aet_mpi_barrier()
-    }
-
-    public func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>? {
-        guard size > 1, Int(aet_mpi_node_size()) == size else { return nil }
-        // Rank 0 creates the window's backing file in osc/sm's directory: check that it has room
-        // first, for every rank (Open MPI's osc/sm does not fail collectively: the other ranks
-        // would wait forever), then allocate.
-        let bytes = floats * 4
-        try agree(isRoot ? MPICommunicator.checkBackingDirectory(bytes: bytes) : nil, what: "shared memory set-up")
-        var base: UnsafeMutableRawPointer? = nil
-        var win: MPI_Win? = nil
-        _ = aet_mpi_shared_alloc(bytes, &base, &win)  // MPI errors are fatal: it returns only on success
-        windows.append(win)
-        return base!.bindMemory(to: Float.self, capacity: floats)
-    }
-
-    /// The directory where Open MPI's osc/sm puts shared windows ($OMPI_MCA_osc_sm_backing_directory,
-    /// default /dev/shm) must be writable, with room for `bytes` plus 1 MiB.
-    static func checkBackingDirectory(bytes: Int, env: [String: String] = ProcessInfo.processInfo.environment) -> AETError? {
-        let dir = env["OMPI_MCA_osc_sm_backing_directory"].flatMap { $0.isEmpty ? nil : $0 } ?? "/dev/shm"
-        if access(dir, W_OK) != 0 {
-            return AETError("shared-memory directory \(dir) is not writable: " + String(cString: strerror(errno)))
-        }
-        let attributes = try? FileManager.default.attributesOfFileSystem(forPath: dir)
-        if let free = (attributes?[.systemFreeSize] as? NSNumber)?.intValue, free < bytes + 1_048_576 {
-            let needed: Int = bytes / 1024 + 1024
-            return AETError("shared-memory directory \(dir) has \(free / 1024) KiB free, \(needed) KiB needed")
-        }
-        return nil
-    }
-
-    public func sharedSync(what: String) {
-        enter(what); defer { leave() }
-        _ = aet_mpi_shared_sync(windows.last!)
     }
 
     public func abort(code: Int32) -> Never {

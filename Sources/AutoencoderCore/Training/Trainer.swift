@@ -21,8 +21,8 @@ public struct StepTimers: Sendable {
 ///
 ///     data slice → forward → backward → sum the flat gradients → Adam → rank 0 writes
 ///
-/// The sum is one MPI all-reduce (then every rank takes the whole Adam step), or, with all ranks on
-/// one node, the shared exchange of `SharedState` (each rank updates its slice in a fused pass).
+/// How the ranks sum gradients and update is the `GradientExchange` chosen at start-up (one MPI
+/// all-reduce, or node-shared memory with each rank updating its slice in a fused pass).
 ///
 /// The global batch sequence depends only on the seed, so any world size takes the same steps
 /// (up to float summation order), and so does a resumed run.
@@ -56,10 +56,11 @@ public final class Trainer {
         adam = Adam(count: model.parameterCount, config: config.adam)
         trainLoader = BatchLoader(train, binarize: config.binarize)
         testLoader = BatchLoader(test, binarize: config.binarize)
-        shared = try SharedState.make(config: config, comm: comm, model: model, adam: adam)
+        exchange = try chooseGradientExchange(config: config, comm: comm, model: model, adam: adam)
     }
 
-    let shared: SharedState?
+    /// How gradients are summed and the update taken (chosen once, never branched on).
+    let exchange: GradientExchange
     /// Test hook AETRAIN_TEST_NAN_GRAD="RANK:STEP": that rank's gradient gets a NaN at that step.
     let testNaNGradient: (rank: Int, step: Int)? = {
         guard let s = ProcessInfo.processInfo.environment["AETRAIN_TEST_NAN_GRAD"] else { return nil }
@@ -67,7 +68,7 @@ public final class Trainer {
         return f.count == 2 ? (f[0], f[1]) : nil
     }()
     /// "shared", "allreduce" or "none" (one rank): how this run sums gradients (summary.json grad_sync).
-    public var gradientSyncMode: String { shared != nil ? "shared" : comm.size > 1 ? "allreduce" : "none" }
+    public var gradientSyncMode: String { exchange.name }
 
     var outURL: URL { URL(fileURLWithPath: config.out) }
 
@@ -81,12 +82,7 @@ public final class Trainer {
     public func broadcastState() {
         let P = model.parameterCount
         comm.broadcast(model.params.pointer, bytes: P * 4, root: 0, what: "parameter broadcast")
-        if shared != nil {
-            comm.sharedSync(what: "optimizer broadcast")  // rank 0 restored the moments into the shared window
-        } else {
-            comm.broadcast(adam.m.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
-            comm.broadcast(adam.v.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
-        }
+        exchange.shareOptimizerState()
         var pos = [Double(position.epoch), Double(position.batchInEpoch), Double(position.step), Double(adam.step)]
         comm.broadcastDoubles(&pos, root: 0, what: "position broadcast")
         position.epoch = Int(pos[0]); position.batchInEpoch = Int(pos[1]); position.step = Int(pos[2])
@@ -118,7 +114,6 @@ public final class Trainer {
         var lastEval: (mse: Double, bce: Double, pen: Double)? = nil
         var lastEvalStep = -1
         let g = model.grads.pointer
-        let bucketFloats = comm.size > 1 ? Int(config.bucketSizeMB * 1_000_000 / 4) : 0
         var perm: [Int32] = []
         var permEpoch = -1
 
@@ -157,72 +152,30 @@ public final class Trainer {
                     timers.allreduce += t - t2
                     t2 = t
                 }
-                // Overlap: with --bucket-size, each bucket of finished gradients (last layers first)
-                // starts its non-blocking all-reduce while the backward pass goes on.
-                var pendingEnd = P
-                let local = model.backward(n, globalCount: gCount, batchTerms: r == 0) { offset in
-                    guard bucketFloats > 0 else { return }
-                    if pendingEnd - offset >= bucketFloats {
-                        comm.startAllreduceSum(g + offset, count: pendingEnd - offset, what: "gradient bucket all-reduce")
-                        pendingEnd = offset
-                    } else {
-                        comm.progress()
-                    }
-                }
+                // Overlap: buckets of finished gradients may start their reduction during backward.
+                let local = model.backward(n, globalCount: gCount, batchTerms: r == 0) { exchange.gradientsFinal(from: $0) }
                 if let t = testNaNGradient, t.rank == r, t.step == step + 1 { g[P - 1] = .nan }
                 let t3 = now()
-                // Extra slots ride along in the one gradient all-reduce.
-                g[P] = Float(local.loss); g[P + 1] = Float(n); g[P + 2] = Float(local.recon)
-                g[P + 3] = Float(local.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
-                g[P + 5] = 0; g[P + 6] = 0; g[P + 7] = 0
-                let sums: UnsafeMutablePointer<Float>  // the extra slots summed over ranks
                 // Inf/NaN gradients: with --on-nan skip every rank must know before updating, so the
                 // gradient is checked first; with stop (the default) the Adam pass flags them for
                 // free and the run stops after the step (nothing is saved from it).
-                let precheck = config.onNaN == .skip
-                if let shared {
-                    // Shared: after the barrier every rank's gradient is readable (see SharedState).
-                    g[P + 5] = precheck && !Trainer.allFinite(g, P) ? 1 : 0
-                    comm.sharedSync(what: "gradient exchange")
-                    sums = shared.sumExtras(at: P)
-                } else {
-                    if pendingEnd < P {
-                        comm.startAllreduceSum(g, count: pendingEnd, what: "gradient bucket all-reduce")
-                        comm.startAllreduceSum(g + P, count: Autoencoder.extraSlots, what: "gradient bucket all-reduce")
-                        comm.waitAll(what: "gradient bucket all-reduce")
-                    } else {
-                        comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
-                    }
-                    sums = g + P
-                }
+                let totals = exchange.reduce(StepContribution(sums: local, samples: n, stopRequested: Signals.pending != 0),
+                                             checkFinite: config.onNaN == .skip)
                 let t4 = now()
-                let count = Double(sums[1])
-                let loss = Double(sums[0]) / count
-                let finite = loss.isFinite && (!precheck || (shared != nil ? sums[5] == 0 : Trainer.allFinite(g, P)))
+                let count = totals.count
+                let loss = totals.loss
+                let finite = totals.isFinite
                 var gradientsFinite = true
                 if !finite {
                     if config.onNaN == .stop { throw nonFiniteError(step: step) }
                     if comm.isRoot { printError("warning: non-finite loss or gradient at step \(step + 1); step skipped (--on-nan skip)") }
                 } else {
-                    if let shared {
-                        gradientsFinite = adam.update(params: model.params.pointer, gradientSources: shared.sources, sourceCount: shared.ranks,
-                                                      range: shared.shard, publish: shared.published)
-                        shared.setFlag(rank: r, step: step, !gradientsFinite)
-                    } else {
-                        gradientsFinite = adam.update(params: model.params.pointer, grads: g)
-                    }
-                    epochLossSum += Double(sums[0]); epochCount += count
+                    gradientsFinite = exchange.update(step: step)
+                    epochLossSum += totals.lossSum; epochCount += count
                 }
                 let t5 = now()
-                var t6 = t5
-                if let shared {
-                    comm.sharedSync(what: "parameter update")
-                    if finite {
-                        gradientsFinite = !shared.anyFlagged(step: step)
-                        if gradientsFinite { shared.gather(into: model.params.pointer, count: P) }
-                    }
-                    t6 = now()
-                }
+                gradientsFinite = exchange.share(step: step, updated: finite, finite: gradientsFinite)
+                let t6 = now()
                 if !gradientsFinite { throw nonFiniteError(step: step) }  // every rank sees the same flags
                 timers.data += t1 - t0; timers.forward += t2 - t1; timers.backward += t3 - t2
                 timers.allreduce += (t4 - t3) + (t6 - t5); timers.optimizer += t5 - t4; timers.steps += 1
@@ -236,18 +189,18 @@ public final class Trainer {
                     var line: [String: Any] = ["step": position.step, "epoch": position.epoch + 1, "loss": loss,
                                                "samples_per_second": rate, "samples": Int(count)]
                     if config.model.variational {
-                        line["recon"] = Double(sums[2]) / count
-                        line["kl"] = Double(sums[3]) / count
+                        line["recon"] = totals.reconSum / count
+                        line["kl"] = totals.penaltySum / count
                     } else if config.model.penalty != .none {
-                        line["recon"] = Double(sums[2]) / count
-                        line["penalty"] = Double(sums[3]) / count
+                        line["recon"] = totals.reconSum / count
+                        line["penalty"] = totals.penaltySum / count
                     }
                     metrics?.write(line)
                     progress.update(epoch: position.epoch + 1, epochs: config.epochs, batch: position.batchInEpoch,
                                     batches: perBatch, step: position.step, loss: loss, rate: rate)
                     logTime = 0; logSamples = 0
                 }
-                if sums[4] > 0 {
+                if totals.stopRequested {
                     progress.endLine()
                     let sig = Signals.pending
                     try checkpoints?.save(self, reason: "preempt")
