@@ -20,6 +20,31 @@ public enum JSON {
         return v
     }
 
+    /// A typed value (summary.json, a metrics line) as JSON: the same serializer, options and
+    /// number formatting as `encode(_: [String: Any])` (keys sorted, non-finite numbers null).
+    public static func encode(_ value: some Encodable, pretty: Bool = false) throws -> String {
+        guard let obj = try JSONObjectEncoder.object(value) as? [String: Any] else {
+            throw AETError("JSON: \(type(of: value)) does not encode as an object")
+        }
+        return encode(obj, pretty: pretty)
+    }
+
+    /// Reads a typed value back (tests, tools). `null`, which is how a non-finite number is
+    /// written, decodes as NaN.
+    public static func decode<T: Decodable>(_ type: T.Type, from text: String) throws -> T {
+        func nullsAsNaN(_ v: Any) -> Any {
+            if v is NSNull { return "nan" }
+            if let d = v as? [String: Any] { return d.mapValues(nullsAsNaN) }
+            if let a = v as? [Any] { return a.map(nullsAsNaN) }
+            return v
+        }
+        let parsed = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+        let data = try JSONSerialization.data(withJSONObject: nullsAsNaN(parsed), options: [.fragmentsAllowed])
+        let decoder = JSONDecoder()
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try decoder.decode(T.self, from: data)
+    }
+
     public static func parseObject(_ s: String) -> [String: Any]? {
         guard let d = s.data(using: .utf8) else { return nil }
         return (try? JSONSerialization.jsonObject(with: d)) as? [String: Any]
@@ -51,15 +76,23 @@ public final class MetricsWriter {
 
     /// Appends one line. A failed write (disk full) warns once and training goes on: the
     /// checkpoint policy decides what a full disk means for the run.
-    public func write(_ obj: [String: Any]) {
-        let line = JSON.encode(obj) + "\n"
-        let ok = line.utf8CString.withUnsafeBufferPointer { b in
+    public func write(_ line: some Encodable) {
+        let text: String
+        do {
+            text = try JSON.encode(line) + "\n"
+        } catch {
+            return warnOnce("cannot encode a metrics line: \(error)")
+        }
+        let ok = text.utf8CString.withUnsafeBufferPointer { b in
             Foundation.write(fd, b.baseAddress!, b.count - 1) == b.count - 1
         }
-        if !ok && !warned {
-            warned = true
-            printError("warning: \(path): cannot append metrics: \(String(cString: strerror(errno)))")
-        }
+        if !ok { warnOnce("cannot append metrics: \(String(cString: strerror(errno)))") }
+    }
+
+    private func warnOnce(_ message: String) {
+        guard !warned else { return }
+        warned = true
+        printError("warning: \(path): \(message)")
     }
 
     public func close() { Foundation.close(fd) }

@@ -81,7 +81,7 @@ public enum RunReport {
 
     /// Writes OUT/report/ for a trained model (rank 0 only).
     @discardableResult
-    public static func write(trainer t: Trainer, summary: [String: Any], pcaTestMSE: Double?) throws -> [String] {
+    public static func write(trainer t: Trainer, summary typed: RunSummary, pcaTestMSE: Double?) throws -> [String] {
         let config = t.config, model = t.model, test = t.testSet
         let idx = onePerClass(test)
         let views = subset(test, idx)
@@ -96,6 +96,7 @@ public enum RunReport {
             samples = priorSamples(model: model, count: 100, seed: config.seed)
             if model.latent == 2 { grid = manifold(model: model) }
         }
+        let summary = try typed.jsonObject()
         let keys = summary.keys.sorted()
         let rows = keys.map { k -> (key: String, value: String) in
             let v = summary[k]!
@@ -113,7 +114,7 @@ public enum RunReport {
             noisy: config.noise == nil ? nil : images(rec.noisy, count: views.count),
             codes: codes, codeDim: model.latent, codeLabels: Array(test.labels.prefix(codeCount)),
             trainLoss: trainCurve, testMSE: testCurve, samples: samples, manifold: grid,
-            aeTestMSE: summary["test_mse"] as? Double, pcaTestMSE: pcaTestMSE,
+            aeTestMSE: typed.testMSE, pcaTestMSE: pcaTestMSE,
             pcaComponents: pcaTestMSE == nil ? nil : min(model.latent, 784))
         var withExtras = inputs
         withExtras.extraFigures = t.reportExtras

@@ -82,7 +82,7 @@ public enum Session {
     /// The full `aetrain train` flow. Returns the summary (also written to OUT/summary.json).
     @discardableResult
     public static func train(_ config: TrainConfig, comm: Communicator,
-                             afterRun: ((Trainer, inout [String: Any]) throws -> Void)? = nil) throws -> [String: Any] {
+                             afterRun: ((Trainer, inout RunSummary) throws -> Void)? = nil) throws -> RunSummary {
         try checkBeforeStart(config, comm: comm)
         let (train, test) = try loadData(config, comm: comm)
         let trainer = try Trainer(config: config, comm: comm, train: train, test: test)
@@ -95,8 +95,8 @@ public enum Session {
             printError("aetrain \(aetrainVersion): \(config.model.name) (\(trainer.model.parameterCount) parameters) on \(config.dataset.rawValue), \(comm.size) rank(s), global batch \(config.batchSize), \(trainer.batchesPerEpoch) steps per epoch, BLAS threads \(Threads.blasThreads)")
         }
         var summary = try trainer.run()
-        if let resumedStep { summary["resumed_from_step"] = resumedStep }
-        if let p = trainer.checkpoints?.lastPath { summary["checkpoint"] = p }
+        summary.resumedFromStep = resumedStep
+        summary.checkpoint = trainer.checkpoints?.lastPath
         try afterRun?(trainer, &summary)
         if comm.isRoot && config.report { writeReport(trainer, pca: pca, summary: &summary) }
         try finish(summary, config: config, comm: comm)
@@ -184,8 +184,10 @@ public enum Session {
         let config = trainer.config
         trainer.onEpochEnd = { t in
             let last = RunReport.curves(out: config.out).1.last
-            let partial: [String: Any] = ["model": config.model.name, "epochs_completed": t.position.epoch,
-                                          "steps": t.position.step, "test_mse": last?.mse ?? Double.nan]
+            var partial = RunSummary(model: config.model.name)
+            partial.epochsCompleted = t.position.epoch
+            partial.steps = t.position.step
+            partial.testMSE = last?.mse ?? Double.nan
             if let err = catching({ try RunReport.write(trainer: t, summary: partial, pcaTestMSE: try pca.testMSE()) }) {
                 printError("warning: epoch report not written: \(err.message)")
             }
@@ -193,32 +195,26 @@ public enum Session {
     }
 
     /// Rank 0, after training: the PCA baseline and OUT/report/ (a failure only warns).
-    static func writeReport(_ trainer: Trainer, pca: PCABaseline, summary: inout [String: Any]) {
+    static func writeReport(_ trainer: Trainer, pca: PCABaseline, summary: inout RunSummary) {
         let config = trainer.config
         let err = catching {
             let t0 = now()
             let mse = try pca.testMSE()
-            summary["pca_test_mse"] = mse
-            summary["pca_components"] = min(trainer.model.latent, pca.train.dim)
+            summary.pcaTestMSE = mse
+            summary.pcaComponents = min(trainer.model.latent, pca.train.dim)
             try RunReport.write(trainer: trainer, summary: summary, pcaTestMSE: mse)
-            summary["report"] = config.out + "/report/report.html"
-            summary["report_seconds"] = now() - t0
+            summary.report = config.out + "/report/report.html"
+            summary.reportSeconds = now() - t0
         }
         if let err { printError("warning: report not written: \(err.message)") }
     }
 
     /// Rank 0 writes summary.json (a failure stops every rank) and the closing line.
-    static func finish(_ summary: [String: Any], config: TrainConfig, comm: Communicator) throws {
+    static func finish(_ summary: RunSummary, config: TrainConfig, comm: Communicator) throws {
         guard comm.isRoot else { return try comm.agree(nil, what: "writing summary.json") }
-        try comm.agree(catching { try writeSummary(summary, out: config.out) }, what: "writing summary.json")
+        try comm.agree(catching { try summary.write(out: config.out) }, what: "writing summary.json")
         printError(String(format: "done: %d steps, test MSE %.6f, test BCE %.6f, %.0f samples/s; outputs in %@",
-                          summary["steps"] as? Int ?? 0, summary["test_mse"] as? Double ?? .nan,
-                          summary["test_bce"] as? Double ?? .nan, summary["samples_per_second"] as? Double ?? 0, config.out))
-    }
-
-    public static func writeSummary(_ summary: [String: Any], out: String) throws {
-        let url = URL(fileURLWithPath: out).appendingPathComponent("summary.json")
-        try AtomicFile.write((JSON.encode(summary, pretty: true) + "\n").data(using: .utf8)!, to: url)
+                          summary.steps ?? 0, summary.testMSE ?? .nan, summary.testBCE ?? .nan, summary.samplesPerSecond ?? 0, config.out))
     }
 
     /// A resume may change epochs, learning rate and the like, but not what the tensors mean.

@@ -100,7 +100,7 @@ public final class Trainer {
     // MARK: the loop
 
     /// Trains to the configured epochs / max steps. Returns the summary (on every rank).
-    public func run() throws -> [String: Any] {
+    public func run() throws -> RunSummary {
         let wallStart = now()
         while position.epoch < config.epochs && position.step < maxSteps {
             beginEpoch()
@@ -229,7 +229,7 @@ public final class Trainer {
 
     /// After the last step: a final checkpoint and evaluation when the last epoch end did not
     /// make them, then the summary.
-    func finish(wallStart: Double) throws -> [String: Any] {
+    func finish(wallStart: Double) throws -> RunSummary {
         log.endProgressLine()
         if let c = checkpoints, c.lastStep != position.step, position.step > 0 { try c.save(self, reason: "final") }
         if lastEvaluation?.step != position.step {
@@ -241,38 +241,47 @@ public final class Trainer {
         return summary(evaluation: lastEvaluation!.result, wallStart: wallStart)
     }
 
-    func summary(evaluation e: (mse: Double, bce: Double, pen: Double), wallStart: Double) -> [String: Any] {
-        let W = comm.size, r = comm.rank
+    /// The run's summary (every rank; the memory figures are gathered from every rank).
+    func summary(evaluation e: (mse: Double, bce: Double, pen: Double), wallStart: Double) -> RunSummary {
         let trainTime = log.trainSeconds, trainSamples = log.trainSamples
-        var summary: [String: Any] = [
-            "model": config.model.name, "dataset": config.dataset.rawValue, "world_size": W,
-            "epochs": config.epochs, "epochs_completed": position.epoch, "steps": position.step,
-            "global_batch_size": config.batchSize, "param_count": model.parameterCount, "grad_sync": gradientSyncMode,
-            "train_loss": log.epochMeanLoss,
-            "test_mse": e.mse, "test_bce": e.bce,
-            "samples_per_second": trainSamples > 0 ? Double(trainSamples) / trainTime : 0.0,
-            "train_seconds": trainTime, "wall_seconds": now() - wallStart,
-            "train_samples": trainSamples, "train_set_size": trainSet.count, "test_set_size": testSet.count,
-            "blas_threads": Threads.blasThreads, "aetrain_version": aetrainVersion,
-            "loss": config.objective.loss.rawValue, "latent": model.latent,
-        ]
-        if config.model.variational { summary["test_kl"] = e.pen }
+        var s = RunSummary(model: config.model.name)
+        s.dataset = config.dataset.rawValue
+        s.worldSize = comm.size
+        s.epochs = config.epochs
+        s.epochsCompleted = position.epoch
+        s.steps = position.step
+        s.globalBatchSize = config.batchSize
+        s.paramCount = model.parameterCount
+        s.gradSync = gradientSyncMode
+        s.trainLoss = log.epochMeanLoss
+        s.testMSE = e.mse
+        s.testBCE = e.bce
+        s.samplesPerSecond = trainSamples > 0 ? Double(trainSamples) / trainTime : 0.0
+        s.trainSeconds = trainTime
+        s.wallSeconds = now() - wallStart
+        s.trainSamples = trainSamples
+        s.trainSetSize = trainSet.count
+        s.testSetSize = testSet.count
+        s.blasThreads = Threads.blasThreads
+        s.aetrainVersion = aetrainVersion
+        s.loss = config.objective.loss.rawValue
+        s.latent = model.latent
+        if config.model.variational { s.testKL = e.pen }
         let timers = log.timers
         if timers.steps > 0 {
             let k = 1000 / Double(timers.steps)
-            summary["ms_per_step"] = ["data": timers.data * k, "forward": timers.forward * k, "backward": timers.backward * k,
-                                      "allreduce": timers.exchange * k, "optimizer": timers.optimizer * k,
-                                      "total": trainTime * k]
-            summary["train_gflops"] = Double(model.trainFlopsPerSample) * Double(trainSamples) / max(trainTime, 1e-9) / 1e9
+            s.msPerStep = .init(data: timers.data * k, forward: timers.forward * k, backward: timers.backward * k,
+                                allreduce: timers.exchange * k, optimizer: timers.optimizer * k, total: trainTime * k)
+            s.trainGflops = Double(model.trainFlopsPerSample) * Double(trainSamples) / max(trainTime, 1e-9) / 1e9
         }
-        var rss = [Double](repeating: 0, count: W)
-        rss[r] = Trainer.peakRSSMegabytes()
-        comm.allreduceSum(&rss, count: W, what: "memory report")
-        summary["peak_rss_mb"] = rss.max() ?? 0
-        summary["peak_rss_mb_per_rank"] = rss
-        if config.model.penalty != .none { summary["penalty"] = config.model.penalty.rawValue }
-        if let nz = config.noise { summary["noise"] = nz.description }
-        return summary
+        var rss = [Double](repeating: 0, count: comm.size)
+        rss[comm.rank] = Trainer.peakRSSMegabytes()
+        comm.allreduceSum(&rss, count: comm.size, what: "memory report")
+        s.peakRssMb = rss.max() ?? 0
+        s.peakRssMbPerRank = rss
+        if config.model.penalty != .none { s.penalty = config.model.penalty.rawValue }
+        if let nz = config.noise { s.noise = nz.description }
+        return s
     }
 
     // MARK: start-up and checks

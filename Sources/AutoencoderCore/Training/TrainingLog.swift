@@ -73,14 +73,13 @@ final class TrainingLog {
         }
         guard isRoot && (p.step % config.logEvery == 0 || p.batchInEpoch == batchesPerEpoch || p.step == (config.maxSteps ?? Int.max)) else { return }
         let rate = Double(logSamples) / max(logSeconds, 1e-9)
-        var line: [String: Any] = ["step": p.step, "epoch": p.epoch + 1, "loss": t.loss,
-                                   "samples_per_second": rate, "samples": Int(t.count)]
+        var line = MetricsLine.Step(step: p.step, epoch: p.epoch + 1, loss: t.loss, samplesPerSecond: rate, samples: Int(t.count))
         if config.model.variational {
-            line["recon"] = t.reconSum / t.count
-            line["kl"] = t.penaltySum / t.count
+            line.recon = t.reconSum / t.count
+            line.kl = t.penaltySum / t.count
         } else if config.model.penalty != .none {
-            line["recon"] = t.reconSum / t.count
-            line["penalty"] = t.penaltySum / t.count
+            line.recon = t.reconSum / t.count
+            line.penalty = t.penaltySum / t.count
         }
         metrics?.write(line)
         progress.update(epoch: p.epoch + 1, epochs: config.epochs, batch: p.batchInEpoch,
@@ -92,10 +91,8 @@ final class TrainingLog {
     /// Rank 0: the epoch's evaluation line and its console line (`position` is after the epoch).
     func epochEnded(_ position: RunPosition, evaluation e: (mse: Double, bce: Double, pen: Double)) {
         guard isRoot else { return }
-        var line: [String: Any] = ["epoch": position.epoch, "step": position.step, "test_mse": e.mse, "test_bce": e.bce,
-                                   "train_loss": epochMeanLoss]
-        if config.model.variational { line["test_kl"] = e.pen }
-        metrics?.write(line)
+        metrics?.write(MetricsLine.Evaluation(epoch: position.epoch, step: position.step, testMSE: e.mse, testBCE: e.bce,
+                                              testKL: config.model.variational ? e.pen : nil, trainLoss: epochMeanLoss))
         printError(String(format: "epoch %d: train loss %.6f  test MSE %.6f  test BCE %.6f",
                           position.epoch, epochMeanLoss, e.mse, e.bce))
     }
@@ -103,10 +100,8 @@ final class TrainingLog {
     /// Rank 0: the evaluation line of a run that did not end on an epoch boundary.
     func finalEvaluation(_ position: RunPosition, evaluation e: (mse: Double, bce: Double, pen: Double)) {
         guard isRoot else { return }
-        var line: [String: Any] = ["epoch": position.epoch + (position.batchInEpoch > 0 ? 1 : 0), "step": position.step,
-                                   "test_mse": e.mse, "test_bce": e.bce]
-        if config.model.variational { line["test_kl"] = e.pen }
-        metrics?.write(line)
+        metrics?.write(MetricsLine.Evaluation(epoch: position.epoch + (position.batchInEpoch > 0 ? 1 : 0), step: position.step,
+                                              testMSE: e.mse, testBCE: e.bce, testKL: config.model.variational ? e.pen : nil))
     }
 
     func endProgressLine() { progress.endLine() }
