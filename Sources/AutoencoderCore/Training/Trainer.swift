@@ -70,8 +70,12 @@ public final class Trainer {
     /// The last evaluation of the test split and the step it was made at.
     private var lastEvaluation: (result: (mse: Double, bce: Double, pen: Double), step: Int)?
 
-    public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset) throws {
+    /// Test hooks (a production run has none).
+    let faults: FaultInjection
+
+    public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset, faults: FaultInjection = .current) throws {
         self.config = config
+        self.faults = faults
         self.comm = comm
         trainSet = train
         testSet = test
@@ -84,12 +88,6 @@ public final class Trainer {
         log = TrainingLog(config: config, isRoot: comm.isRoot, batchesPerEpoch: (train.count + config.batchSize - 1) / config.batchSize)
     }
 
-    /// Test hook AETRAIN_TEST_NAN_GRAD="RANK:STEP": that rank's gradient gets a NaN at that step.
-    let testNaNGradient: (rank: Int, step: Int)? = {
-        guard let s = ProcessInfo.processInfo.environment["AETRAIN_TEST_NAN_GRAD"] else { return nil }
-        let f = s.split(separator: ":").compactMap { Int($0) }
-        return f.count == 2 ? (f[0], f[1]) : nil
-    }()
     /// "shared", "allreduce" or "none" (one rank): how this run sums gradients (summary.json grad_sync).
     public var gradientSyncMode: String { exchange.name }
     /// Seconds spent per phase of the training steps (for the benchmark's breakdown).
@@ -200,7 +198,7 @@ public final class Trainer {
     /// start reducing finished buckets meanwhile. Returns this rank's part of the step's totals.
     func backward(_ b: GlobalBatch) -> StepContribution {
         let sums = model.backward(b.samples, globalCount: b.count, batchTerms: comm.rank == 0) { exchange.gradientsFinal(from: $0) }
-        if let t = testNaNGradient, t.rank == comm.rank, t.step == b.step + 1 { model.grads[model.parameterCount - 1] = .nan }
+        if faults.nanGradient == .init(rank: comm.rank, step: b.step + 1) { model.grads[model.parameterCount - 1] = .nan }
         return StepContribution(sums: sums, samples: b.samples, stopRequested: Signals.pending != 0)
     }
 
@@ -344,10 +342,7 @@ public final class Trainer {
 
     /// --check-sync: compares the parameter checksum across ranks; stops on drift.
     func checkSync() throws {
-        if let s = ProcessInfo.processInfo.environment["AETRAIN_TEST_PERTURB"], // test hook "rank:step"
-           s == "\(comm.rank):\(position.step)" {
-            model.params[0] += 1e-3
-        }
+        if faults.perturbParameters == .init(rank: comm.rank, step: position.step) { model.params[0] += 1e-3 }
         let c = parameterChecksum()
         var v = [c, -c]
         comm.allreduceMax(&v, count: 2, what: "check-sync all-reduce")
