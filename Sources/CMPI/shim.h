@@ -2,7 +2,7 @@
 #define AETRAIN_CMPI_SHIM_H
 /* Open MPI defines its handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, MPI_IN_PLACE) as macros that
    Swift cannot import, so they are exposed here through static inline functions. Only
-   Communicator.swift imports this module. */
+   MPICommunicator.swift and SharedWindow.swift import this module. */
 #include <mpi.h>
 
 static inline int aet_mpi_initialized(void) { int f = 0; MPI_Initialized(&f); return f; }

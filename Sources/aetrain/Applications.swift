@@ -58,13 +58,13 @@ struct Anomaly: ParsableCommand {
 
     func run() throws {
         let opts = options, normal = normalClass, ckpt = checkpoint
-        Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
+        Job.run(collectiveTimeout: opts.collectiveTimeout) { comm in
             let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal) }!
             if let ckpt {
                 // Scoring with a checkpoint is rank 0's job; the other ranks only wait for its verdict.
                 try comm.collectively("anomaly scoring") {
                     guard comm.isRoot else { return }
-                    try Session.prepareOut(config.out)
+                    try TrainingRun.prepareOut(config.out)
                     let (loaded, model) = try Checkpoint.loadModel(ckpt)
                     let test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
                     var summary = RunSummary(model: loaded.config.model.name)
@@ -74,7 +74,7 @@ struct Anomaly: ParsableCommand {
                     try summary.write(out: config.out)
                 }
             } else {
-                try Session.train(config, comm: comm) { trainer, s in
+                try TrainingRun.train(config, comm: comm) { trainer, s in
                     guard comm.isRoot else { return }
                     try Anomaly.score(model: trainer.model, test: trainer.testSet, config: config, summary: &s)
                     trainer.reportExtras.append((file: "anomaly_hist.svg", title: "Anomaly detection",
@@ -90,7 +90,7 @@ struct Anomaly: ParsableCommand {
     static func score(model: Autoencoder, test: Dataset, config: TrainConfig, summary: inout RunSummary) throws {
         let normal = config.normalClass!
         let loader = BatchLoader(test, binarize: config.binarize)
-        let rec = Evaluator.reconstruct(model: model, loader: loader, count: test.count)
+        let rec = Inference.reconstruct(model: model, loader: loader, count: test.count)
         var scores = [Double](repeating: 0, count: test.count)
         for i in 0..<test.count {
             var s: Float = 0
@@ -145,7 +145,7 @@ struct Denoise: ParsableCommand {
         let (c, model) = try Checkpoint.loadModel(data.checkpoint)
         let ds = try data.load(c)
         let loader = BatchLoader(ds, binarize: c.config.binarize)
-        let r = Evaluator.reconstruct(model: model, loader: loader, count: ds.count, noise: spec, seed: seed)
+        let r = Inference.reconstruct(model: model, loader: loader, count: ds.count, noise: spec, seed: seed)
         func psnr(_ a: [Float]) -> Double {
             var total = 0.0
             for i in 0..<ds.count {

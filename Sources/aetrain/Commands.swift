@@ -13,7 +13,7 @@ struct CheckpointData: ParsableArguments {
     /// Rank 0 loads the checkpoint and the split and runs `body`; a failure stops every rank.
     func onRoot(_ what: String, _ body: @escaping (Checkpoint.Loaded, Autoencoder, Dataset, BatchLoader) throws -> Void) {
         let d = self
-        Session.run { comm in
+        Job.run { comm in
             try comm.collectively(what) {
                 guard comm.isRoot else { return }
                 let (c, model) = try Checkpoint.loadModel(d.checkpoint)
@@ -38,13 +38,13 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         let d = data
-        Session.run { comm in
+        Job.run { comm in
             let loaded: (Checkpoint.Loaded, Autoencoder, Dataset)? = try comm.collectively("loading") {
                 let (c, m) = try Checkpoint.loadModel(d.checkpoint)
                 return (c, m, try d.load(c))
             }
             let (c, model, ds) = loaded!
-            let e = Evaluator.evaluate(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), comm: comm)
+            let e = Inference.evaluate(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), comm: comm)
             if comm.isRoot {
                 var obj: [String: Any] = ["checkpoint": d.checkpoint, "model": c.config.model.name, "dataset": ds.name,
                                           "split": d.split.rawValue, "count": ds.count, "mse": e.mse, "bce": e.bce,
@@ -65,7 +65,7 @@ struct Encode: ParsableCommand {
     func run() throws {
         let out = output
         data.onRoot("encode") { _, model, ds, loader in
-            let codes = Evaluator.encode(model: model, loader: loader, count: ds.count)
+            let codes = Inference.encode(model: model, loader: loader, count: ds.count)
             try codes.withUnsafeBufferPointer {
                 try NPY.write(floats: $0, shape: [ds.count, model.latent], to: URL(fileURLWithPath: out))
             }
@@ -89,7 +89,7 @@ struct Reconstruct: ParsableCommand {
     func run() throws {
         let out = output
         data.onRoot("reconstruct") { _, model, ds, loader in
-            let r = Evaluator.reconstruct(model: model, loader: loader, count: ds.count)
+            let r = Inference.reconstruct(model: model, loader: loader, count: ds.count)
             try r.output.withUnsafeBufferPointer {
                 try NPY.write(floats: $0, shape: [ds.count, 28, 28], to: URL(fileURLWithPath: out))
             }
@@ -129,7 +129,7 @@ struct CommSelfTest: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "selftest-comm", shouldDisplay: false)
 
     func run() throws {
-        Session.run { comm in
+        Job.run { comm in
             let r = comm.rank, w = comm.size
             var failures: [String] = []
             // Float sum: rank r contributes r + i.

@@ -86,10 +86,10 @@ public enum RunReport {
         let idx = onePerClass(test)
         let views = subset(test, idx)
         let loader = BatchLoader(views, binarize: config.binarize)
-        let rec = Evaluator.reconstruct(model: model, loader: loader, count: views.count, noise: config.noise, seed: config.seed)
+        let rec = Inference.reconstruct(model: model, loader: loader, count: views.count, noise: config.noise, seed: config.seed)
         let originals = (0..<views.count).map { i in (0..<784).map { Float(views.pixels[i * 784 + $0]) / 255 } }
         let codeCount = min(test.count, 10_000)
-        let codes = Evaluator.encode(model: model, loader: BatchLoader(test, binarize: config.binarize), count: codeCount)
+        let codes = Inference.encode(model: model, loader: BatchLoader(test, binarize: config.binarize), count: codeCount)
         let (trainCurve, testCurve) = curves(out: config.out)
         var samples: [[Float]]? = nil, grid: [[[Float]]]? = nil
         if config.model.variational {

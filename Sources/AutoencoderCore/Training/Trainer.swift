@@ -1,16 +1,6 @@
 import CKernels
 import Foundation
 
-/// Where a run stands: what a checkpoint records so that a resume continues the same sequence.
-public struct RunPosition: Codable, Equatable, Sendable {
-    /// Epoch in progress (0-based) and the next global batch within it.
-    public var epoch = 0
-    public var batchInEpoch = 0
-    /// Optimiser steps taken.
-    public var step = 0
-    public init() {}
-}
-
 /// One global batch of the epoch's sample order, and this rank's contiguous slice [lo, hi) of it.
 struct GlobalBatch {
     /// The optimiser step it makes (0-based).
@@ -312,7 +302,7 @@ public final class Trainer {
     }
 
     public func evaluate(_ loader: BatchLoader) -> (mse: Double, bce: Double, pen: Double) {
-        Evaluator.evaluate(model: model, loader: loader, comm: comm)
+        Inference.evaluate(model: model, loader: loader, comm: comm)
     }
 
     func nonFiniteError(step: Int) -> AETError {

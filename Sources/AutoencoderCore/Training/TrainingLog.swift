@@ -8,26 +8,6 @@ public struct StepTimers: Sendable {
     public var steps = 0
 }
 
-/// Attributes the time of a step to its phases: each `lap` returns the seconds since the last one.
-struct PhaseClock {
-    private let start: Double
-    private var last: Double
-
-    init() {
-        start = now()
-        last = start
-    }
-
-    @inline(__always) mutating func lap() -> Double {
-        let t = now()
-        defer { last = t }
-        return t - last
-    }
-
-    /// Seconds from the start to the last lap.
-    var elapsed: Double { last - start }
-}
-
 /// What training reports as it goes: every rank keeps the running figures the summary needs
 /// (throughput, the epoch's mean loss, time per phase); rank 0 alone writes the metrics.jsonl
 /// lines and the progress display. Lines are built only when they are written.
