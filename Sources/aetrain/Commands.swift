@@ -156,6 +156,19 @@ struct CommSelfTest: ParsableCommand {
             comm.allreduceMax(&m, count: 1, what: "max")
             if m[0] != Double(w - 1) { failures.append("max \(m)") }
             comm.barrier(what: "barrier")
+            // Sub-communicators (for exchanges that work in groups of ranks): this rank's node
+            // (every rank of the test shares one machine), and the ranks of the same parity.
+            if let mpi = comm as? MPICommunicator {
+                let node = mpi.splitByNode()
+                if node.size != w || node.rank != r { failures.append("node communicator: rank \(node.rank) of \(node.size)") }
+                let parity = mpi.split(color: r % 2, key: r)
+                var p = [Double(r)]
+                parity.allreduceSum(&p, count: 1, what: "parity sum")
+                let expected = Double(stride(from: r % 2, to: w, by: 2).reduce(0, +))
+                if parity.rank != r / 2 || parity.size != (w - r % 2 + 1) / 2 || p[0] != expected {
+                    failures.append("parity communicator: rank \(parity.rank) of \(parity.size), sum \(p[0]) (expected \(expected))")
+                }
+            }
             // Agreement: rank w-1 fails, everyone must learn it.
             do {
                 try comm.agree(r == w - 1 && w > 1 ? AETError("injected", exitCode: 3) : nil, what: "agree")

@@ -19,7 +19,12 @@
 /// Implementations: `AllReduceExchange` (any cluster; also the single rank, on a
 /// `LocalCommunicator`) and `NodeSharedExchange` (every rank on one node). `chooseGradientExchange`
 /// picks one at start-up; nothing else knows which one runs. A new scheme is one new type here,
-/// plus its case in `chooseGradientExchange` and `GradientSync`.
+/// plus its case in `chooseGradientExchange` and `GradientSync`. For example a hierarchical
+/// exchange (shared memory inside a node, the network across nodes) would hold
+/// `comm.splitByNode()` with a `SharedWindow` over it and `comm.split(color: localRank, key:
+/// nodeIndex)`; `reduce` would sum the node's gradients over this rank's slice and all-reduce that
+/// slice (and the totals) across nodes, `update` run Adam on the slice, `share` publish and gather
+/// as `NodeSharedExchange` does, and `shareOptimizerState` broadcast the moments to every node.
 public protocol GradientExchange: AnyObject {
     /// How summary.json names this exchange (`grad_sync`): "none" (one rank), "allreduce", "shared".
     var name: String { get }

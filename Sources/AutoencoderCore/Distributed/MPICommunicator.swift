@@ -1,26 +1,36 @@
 import CMPI
 import Foundation
 
-/// Open MPI. A watchdog thread aborts the job when a collective stays pending longer than
-/// `collectiveTimeout` seconds (a stalled or stopped rank), naming the rank, operation and step.
+/// Open MPI: the world (`init()`), or a communicator split from it (`splitByNode`, `split`) for
+/// exchanges that work in groups of ranks. A watchdog thread aborts the job when a collective on
+/// any of them stays pending longer than `collectiveTimeout` seconds (a stalled or stopped rank),
+/// naming the rank, operation and step.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
-    public var currentStep = 0
-    private let state = WatchState()
+    /// The MPI communicator: MPI_COMM_WORLD, or one split from it.
+    let handle: MPI_Comm
+    /// Shared by the world and every communicator split from it.
+    private let state: WatchState
+    public var currentStep: Int {
+        get { state.currentStep }
+        set { state.currentStep = newValue }
+    }
     private var watchdog: Thread?
     /// Outstanding non-blocking reductions (fixed capacity: no allocation per step).
     private let requests = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 1024)
     private var pending = 0
-    /// Shared windows (kept for the life of the process; their epoch is closed at finalize).
-    private var windows: [MPI_Win?] = []
 
+    /// The watchdog's view of the pending collective, the training step, and the shared windows
+    /// (kept for the life of the process; their epochs are closed at finalize).
     final class WatchState: @unchecked Sendable {
         let lock = NSLock()
         var op: String? = nil
         var since: Double = 0
         var step = 0
         var timeout: Double = 0
+        var currentStep = 0
+        var windows: [MPI_Win?] = []
     }
 
     /// True when this process was started by an MPI launcher (mpirun, srun --mpi=pmix).
@@ -29,10 +39,33 @@ public final class MPICommunicator: Communicator {
             || env["PMI_RANK"] != nil
     }
 
-    public init() {
+    /// MPI_COMM_WORLD (initialises MPI).
+    public convenience init() {
         if aet_mpi_initialized() == 0 { _ = aet_mpi_init() }
-        rank = Int(aet_mpi_rank())
-        size = Int(aet_mpi_size())
+        self.init(handle: aet_mpi_comm_world(), state: WatchState())
+    }
+
+    private init(handle: MPI_Comm, state: WatchState) {
+        self.handle = handle
+        self.state = state
+        rank = Int(aet_mpi_comm_rank(handle))
+        size = Int(aet_mpi_comm_size(handle))
+    }
+
+    /// The ranks of this communicator that share this rank's node (MPI_Comm_split_type,
+    /// MPI_COMM_TYPE_SHARED), in this communicator's rank order. Collective.
+    public func splitByNode() -> MPICommunicator {
+        var node: MPI_Comm? = nil
+        _ = aet_mpi_comm_split_node(handle, &node)  // MPI errors are fatal: it returns only on success
+        return MPICommunicator(handle: node!, state: state)
+    }
+
+    /// The ranks that pass the same `color`, ranked by `key` (MPI_Comm_split): e.g. the ranks
+    /// with the same local index on every node. Collective.
+    public func split(color: Int, key: Int) -> MPICommunicator {
+        var group: MPI_Comm? = nil
+        _ = aet_mpi_comm_split(handle, Int32(color), Int32(key), &group)
+        return MPICommunicator(handle: group!, state: state)
     }
 
     /// Starts the stall watchdog (0 disables it).
@@ -59,7 +92,7 @@ public final class MPICommunicator: Communicator {
 
     /// Shared windows opened on this communicator (see `SharedWindow`): their epochs are closed
     /// at `finalize`, before MPI is.
-    func keepUntilFinalize(window: MPI_Win?) { windows.append(window) }
+    func keepUntilFinalize(window: MPI_Win?) { state.windows.append(window) }
 
     /// Marks a collective as pending for the watchdog (`what` names it in the timeout message).
     @inline(__always) func beginCollective(_ what: String) {
@@ -80,23 +113,23 @@ public final class MPICommunicator: Communicator {
 
     public func allreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {
         beginCollective(what); defer { endCollective() }
-        _ = aet_mpi_allreduce_float(buf, Int32(count))
+        _ = aet_mpi_allreduce_float(buf, Int32(count), handle)
     }
 
     public func allreduceSum(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {
         beginCollective(what); defer { endCollective() }
-        _ = aet_mpi_allreduce_double(buf, Int32(count))
+        _ = aet_mpi_allreduce_double(buf, Int32(count), handle)
     }
 
     public func allreduceMax(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {
         beginCollective(what); defer { endCollective() }
-        _ = aet_mpi_allreduce_max_double(buf, Int32(count))
+        _ = aet_mpi_allreduce_max_double(buf, Int32(count), handle)
     }
 
     public func startAllreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {
         guard count > 0 else { return }
         if pending == 1024 { waitAll(what: what) }
-        _ = aet_mpi_iallreduce_float(buf, Int32(count), requests + pending)
+        _ = aet_mpi_iallreduce_float(buf, Int32(count), requests + pending, handle)
         pending += 1
     }
 
@@ -115,14 +148,14 @@ public final class MPICommunicator: Communicator {
         var off = 0
         while off < bytes {
             let n = min(bytes - off, 1 << 30)
-            _ = aet_mpi_bcast_bytes(buf + off, Int32(n), Int32(root))
+            _ = aet_mpi_bcast_bytes(buf + off, Int32(n), Int32(root), handle)
             off += n
         }
     }
 
     public func barrier(what: String) {
         beginCollective(what); defer { endCollective() }
-        _ = aet_mpi_barrier()
+        _ = aet_mpi_barrier(handle)
     }
 
     public func abort(code: Int32) -> Never {
@@ -130,10 +163,12 @@ public final class MPICommunicator: Communicator {
         exit(code)
     }
 
+    /// Ends MPI for the process (whichever communicator it is called on; `Job` calls it on the
+    /// world): the shared windows' epochs first, then MPI_Finalize.
     public func finalize() {
         guard aet_mpi_finalized() == 0 else { return }
-        for w in windows { _ = aet_mpi_shared_release(w) }
-        windows = []
+        for w in state.windows { _ = aet_mpi_shared_release(w) }
+        state.windows = []
         _ = aet_mpi_finalize()
     }
 }

@@ -49,19 +49,18 @@ public final class Trainer {
     let exchange: GradientExchange
     /// Metrics lines, progress, throughput and time per phase (rank 0 writes).
     let log: TrainingLog
+    /// Test hooks (a production run has none).
+    let faults: FaultInjection
     public var position = RunPosition()
     public var checkpoints: Checkpointer?
     /// Figures written into OUT/report/ by the application (anomaly histogram), linked from report.html.
     public var reportExtras: [(file: String, title: String, caption: String)] = []
     /// Called on rank 0 after each epoch evaluation (report-every-epoch).
     public var onEpochEnd: ((Trainer) throws -> Void)?
-    /// The epoch's sample order (the same on every rank) and the epoch it belongs to.
+    /// The epoch's sample order (the same on every rank).
     private var order: [Int32] = []
     /// The last evaluation of the test split and the step it was made at.
     private var lastEvaluation: (result: (mse: Double, bce: Double, pen: Double), step: Int)?
-
-    /// Test hooks (a production run has none).
-    let faults: FaultInjection
 
     public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset, faults: FaultInjection = .current) throws {
         self.config = config
