@@ -12,13 +12,22 @@
 # 4 ranks × 32 = 128; one epoch is ceil(60000 / 128) = 469 steps. Each row runs STEPS steps.
 #
 # Usage: Launch/bench.sh [models...]      e.g. Launch/bench.sh mlp3 conv
+# Two builds side by side (before/after a change): BENCH_BINS="old=/path/to/aetrain new=.build/release/aetrain"
+# runs every row with each binary in the same round (nothing is built); the table gets a build
+# column and ends with the per-round samples/s ratio of each later build to the first.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 cd "$root"
 "$here/install-deps.sh"
-swift build -c release >&2
-bin="$(swift build -c release --show-bin-path)/aetrain"
+bins=()  # label=path
+if [[ -n "${BENCH_BINS:-}" ]]; then
+    read -r -a bins <<< "$BENCH_BINS"
+else
+    swift build -c release >&2
+    bins=("current=$(swift build -c release --show-bin-path)/aetrain")
+fi
+bin="${bins[0]#*=}"
 [[ "$(id -u)" -eq 0 ]] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 out="${BENCH_JSON:-bench.json}"
 work="$(mktemp -d)"
@@ -34,53 +43,71 @@ for m in "${models[@]}"; do
     [[ $m == mlp3 ]] && specs+=("$m 2 1 allreduce" "$m 4 1 allreduce")
     specs+=("$m 1 2 auto")
 done
-run() {  # model np threads grad-sync round
+run() {  # label binary model np threads grad-sync round
+    local label=$1 bin=$2; shift 2
     local m=$1 np=$2 th=$3 gs=$4 k=$5 bs=128 steps=600
     [[ $m == conv ]] && { bs=256; steps=40; }
-    local o="$work/$m-np$np-t$th-$gs-r$k"
+    local o="$work/$label-$m-np$np-t$th-$gs-r$k"
     # mpirun binds each rank to one core by default; a multi-threaded rank must not be bound.
     local bind=(); ((th > 1)) && bind=(--bind-to none)
     OPENBLAS_NUM_THREADS=$th OMP_NUM_THREADS=$th mpirun --oversubscribe "${bind[@]}" -np "$np" "$bin" --model "$m" --batch-size $bs \
         --max-steps $steps --epochs 100 --test-limit 1000 --log-every 100000 --no-report --grad-sync "$gs" --out "$o" 2>"$o.log" \
         || { echo "bench: $m np $np failed: $(tail -1 "$o.log")" >&2; return 0; }
-    echo "$m $np $th $gs $o/summary.json" >> "$work/rows"
+    echo "$label $m $np $th $gs $k $o/summary.json" >> "$work/rows"
 }
-# Every configuration runs ROUNDS times, round-robin, so that all rows see the same machine.
+# Every configuration runs ROUNDS times, round-robin (and each build in turn), so that all rows
+# see the same machine.
 for ((k = 1; k <= rounds; k++)); do
-    for spec in "${specs[@]}"; do run $spec "$k"; done
+    for spec in "${specs[@]}"; do
+        for b in "${bins[@]}"; do run "${b%%=*}" "${b#*=}" $spec "$k"; done
+    done
 done
 python3 - "$work/sgemm.json" "$out" "$work/rows" <<'PY'
 import json, statistics, sys
 sg = json.load(open(sys.argv[1])); out = sys.argv[2]
-runs = {}
+runs, labels, rounds_of = {}, [], {}
 for line in open(sys.argv[3]):
-    m, np, th, gs, path = line.split()
-    runs.setdefault((m, int(np), int(th), gs), []).append(json.load(open(path)))
+    label, m, np, th, gs, k, path = line.split()
+    if label not in labels: labels.append(label)
+    runs.setdefault((label, m, int(np), int(th), gs), []).append(json.load(open(path)))
+    rounds_of.setdefault((label, m, int(np), int(th), gs), {})[int(k)] = runs[(label, m, int(np), int(th), gs)][-1]
 rows = []
-for (m, np, th, gs), ss in runs.items():
+for (label, m, np, th, gs), ss in runs.items():
     s = max(ss, key=lambda s: s["samples_per_second"])  # the best round
     ms = s["ms_per_step"]
-    rows.append({"model": s["model"], "world_size": s["world_size"], "blas_threads": s["blas_threads"], "grad_sync": s["grad_sync"],
+    rows.append({"build": label, "model": s["model"], "world_size": s["world_size"], "blas_threads": s["blas_threads"], "grad_sync": s["grad_sync"],
                  "global_batch": s["global_batch_size"], "samples_per_second": s["samples_per_second"],
                  "samples_per_second_median": statistics.median(x["samples_per_second"] for x in ss),
                  "samples_per_second_rounds": [x["samples_per_second"] for x in ss],
                  "ms_per_step": ms, "gflops": s["train_gflops"], "sgemm_gflops_1thread": sg["sgemm_gflops"],
                  "fraction_of_sgemm": s["train_gflops"] / sg["sgemm_gflops"], "peak_rss_mb_per_rank": s["peak_rss_mb_per_rank"],
                  "allreduce_share": ms["allreduce"] / ms["total"] if ms["total"] else 0})
-base = {r["model"]: r for r in rows if r["world_size"] == 1 and r["blas_threads"] == 1}
+base = {(r["build"], r["model"]): r for r in rows if r["world_size"] == 1 and r["blas_threads"] == 1}
 for r in rows:
-    b = base.get(r["model"])
+    b = base.get((r["build"], r["model"]))
     r["speedup_vs_np1"] = r["samples_per_second"] / b["samples_per_second"] if b else None
     r["median_speedup_vs_np1"] = r["samples_per_second_median"] / b["samples_per_second_median"] if b else None
 json.dump({"sgemm": sg, "rounds": len(next(iter(runs.values()))), "rows": rows}, open(out, "w"), indent=2)
 print(f"one-thread sgemm: {sg['sgemm_gflops']:.1f} GFLOP/s (best of 512³ and the mlp3 shapes); best of {len(next(iter(runs.values())))} rounds per row")
-hdr = (f"{'model':7} {'ranks':>5} {'thr':>3} {'sync':>9} {'batch':>5} {'samples/s':>10} {'vs np1':>6} {'median':>6} {'ms/step':>7} "
+lw = max(len(l) for l in labels) if len(labels) > 1 else 0
+col = (lambda r: f"{r['build']:{lw}} ") if lw else (lambda r: "")
+hdr = ((f"{'build':{lw}} " if lw else "") + f"{'model':7} {'ranks':>5} {'thr':>3} {'sync':>9} {'batch':>5} {'samples/s':>10} {'vs np1':>6} {'median':>6} {'ms/step':>7} "
        f"{'fwd':>6} {'bwd':>6} {'exch':>6} {'adam':>6} {'GFLOP/s':>7} {'%sgemm':>6} {'RSS MB/rank':>11}")
 print(hdr); print("-" * len(hdr))
 for r in rows:
     m = r["ms_per_step"]
-    print(f"{r['model']:7} {r['world_size']:>5} {r['blas_threads']:>3} {r['grad_sync']:>9} {r['global_batch']:>5} {r['samples_per_second']:>10.0f} "
+    print(col(r) + f"{r['model']:7} {r['world_size']:>5} {r['blas_threads']:>3} {r['grad_sync']:>9} {r['global_batch']:>5} {r['samples_per_second']:>10.0f} "
           f"{(r['speedup_vs_np1'] or 0):>6.2f} {(r['median_speedup_vs_np1'] or 0):>6.2f} {m['total']:>7.3f} {m['forward']:>6.3f} {m['backward']:>6.3f} "
           f"{m['allreduce']:>6.3f} {m['optimizer']:>6.3f} {r['gflops']:>7.1f} {100 * r['fraction_of_sgemm']:>5.0f}% {max(r['peak_rss_mb_per_rank']):>11.1f}")
+if len(labels) > 1:
+    # Per-round ratios: both builds ran back to back in each round, so the ratio of a round is
+    # measured under one machine load.
+    print(f"\nsamples/s of each build over {labels[0]}'s, per round (median [min, max]):")
+    for (label, m, np, th, gs), ss in runs.items():
+        if label == labels[0]: continue
+        mine, ref = rounds_of[(label, m, np, th, gs)], rounds_of.get((labels[0], m, np, th, gs), {})
+        ratios = sorted(mine[k]["samples_per_second"] / ref[k]["samples_per_second"] for k in mine if k in ref)
+        if ratios:
+            print(f"  {label} {m} np {np} thr {th} {ss[0]['grad_sync']}: {statistics.median(ratios):.3f} [{ratios[0]:.3f}, {ratios[-1]:.3f}]")
 print(f"wrote {out}")
 PY

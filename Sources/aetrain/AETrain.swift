@@ -211,9 +211,9 @@ struct Train: ParsableCommand {
     func run() throws {
         let opts = options
         try opts.preflight()
-        Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
+        Job.run(collectiveTimeout: opts.collectiveTimeout) { comm in
             let config = try comm.collectively("reading the configuration") { try opts.resolve() }!
-            try Session.train(config, comm: comm)
+            try TrainingRun.train(config, comm: comm)
         }
     }
 }

@@ -70,27 +70,28 @@ struct Anomaly: ParsableCommand {
         let opts = options, normal = normalClass, ckpt = checkpoint
         try opts.preflight()
         if let ckpt, ckpt.isEmpty { throw AETError.usage("--checkpoint: empty path") }
-        Session.run(collectiveTimeout: opts.collectiveTimeout) { comm in
+        Job.run(collectiveTimeout: opts.collectiveTimeout) { comm in
             let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal, training: ckpt == nil) }!
-            var summary: [String: Any] = [:]
             if let ckpt {
                 // Scoring with a checkpoint is rank 0's job; the other ranks only wait for its verdict.
                 try comm.collectively("anomaly scoring") {
                     guard comm.isRoot else { return }
-                    try Session.prepareOut(config.out)
+                    try TrainingRun.prepareOut(config.out)
                     let (loaded, model) = try Checkpoint.loadModel(ckpt)
                     let test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
-                    summary = ["model": loaded.config.model.name, "dataset": config.dataset.rawValue, "checkpoint": ckpt]
+                    var summary = RunSummary(model: loaded.config.model.name)
+                    summary.dataset = config.dataset.rawValue
+                    summary.checkpoint = ckpt
                     try Anomaly.score(model: model, test: test, config: config, summary: &summary)
-                    try Session.writeSummary(summary, out: config.out)
+                    try summary.write(out: config.out)
                 }
             } else {
-                try Session.train(config, comm: comm) { trainer, s in
+                try TrainingRun.train(config, comm: comm) { trainer, s in
                     guard comm.isRoot else { return }
                     try Anomaly.score(model: trainer.model, test: trainer.testSet, config: config, summary: &s)
                     trainer.reportExtras.append((file: "anomaly_hist.svg", title: "Anomaly detection",
                                                  caption: String(format: "Per-image reconstruction MSE of the test images: class %d (normal) against the other classes; ROC-AUC %.4f. The dashed line is the threshold at the 95th percentile of the normal scores (precision %.3f, recall %.3f).",
-                                                                 normal, s["roc_auc"] as? Double ?? .nan, s["precision"] as? Double ?? .nan, s["recall"] as? Double ?? .nan)))
+                                                                 normal, s.rocAuc ?? .nan, s.precision ?? .nan, s.recall ?? .nan)))
                 }
             }
         }
@@ -98,10 +99,10 @@ struct Anomaly: ParsableCommand {
 
     /// Scores every test image (mean squared reconstruction error per image), writes ROC-AUC,
     /// per-class errors, the 95th-percentile threshold with precision/recall, and a histogram.
-    static func score(model: Autoencoder, test: Dataset, config: TrainConfig, summary: inout [String: Any]) throws {
+    static func score(model: Autoencoder, test: Dataset, config: TrainConfig, summary: inout RunSummary) throws {
         let normal = config.normalClass!
         let loader = BatchLoader(test, binarize: config.binarize)
-        let rec = Evaluator.reconstruct(model: model, loader: loader, count: test.count)
+        let rec = Inference.reconstruct(model: model, loader: loader, count: test.count)
         var scores = [Double](repeating: 0, count: test.count)
         for i in 0..<test.count {
             var s: Float = 0
@@ -122,13 +123,13 @@ struct Anomaly: ParsableCommand {
             let s = zip(scores, test.labels).filter { Int($0.1) == c }.map(\.0)
             if !s.isEmpty { perClass[config.dataset.classNames[c]] = s.reduce(0, +) / Double(s.count) }
         }
-        summary["normal_class"] = normal
-        summary["roc_auc"] = auc
-        summary["per_class_mean_error"] = perClass
-        summary["threshold"] = threshold
-        summary["threshold_percentile"] = 95
-        summary["precision"] = pr.precision
-        summary["recall"] = pr.recall
+        summary.normalClass = normal
+        summary.rocAuc = auc
+        summary.perClassMeanError = perClass
+        summary.threshold = threshold
+        summary.thresholdPercentile = 95
+        summary.precision = pr.precision
+        summary.recall = pr.recall
         let dir = URL(fileURLWithPath: config.out).appendingPathComponent("report")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let svg = SVGPlot.histogram(title: "Reconstruction error: class \(config.dataset.classNames[normal]) (normal) vs the rest, ROC-AUC \(String(format: "%.3f", auc))",
@@ -137,7 +138,7 @@ struct Anomaly: ParsableCommand {
                                            .init(name: "anomalous (other classes)", values: otherScores)],
                                     threshold: threshold, thresholdLabel: "threshold")
         try AtomicFile.write(svg.data(using: .utf8)!, to: dir.appendingPathComponent("anomaly_hist.svg"))
-        summary["histogram"] = dir.appendingPathComponent("anomaly_hist.svg").path
+        summary.histogram = dir.appendingPathComponent("anomaly_hist.svg").path
         printError(String(format: "anomaly: normal class %d, ROC-AUC %.4f, threshold %.5f (precision %.3f, recall %.3f)",
                           normal, auc, threshold, pr.precision, pr.recall))
     }
@@ -158,7 +159,7 @@ struct Denoise: ParsableCommand {
         let (c, model) = try Checkpoint.loadModel(data.checkpoint)
         let ds = try data.load(c)
         let loader = BatchLoader(ds, binarize: c.config.binarize)
-        let r = Evaluator.reconstruct(model: model, loader: loader, count: ds.count, noise: spec, seed: seed)
+        let r = Inference.reconstruct(model: model, loader: loader, count: ds.count, noise: spec, seed: seed)
         func psnr(_ a: [Float]) -> Double {
             var total = 0.0
             for i in 0..<ds.count {

@@ -14,7 +14,7 @@ struct CheckpointData: ParsableArguments {
     func onRoot(_ what: String, _ body: @escaping (Checkpoint.Loaded, Autoencoder, Dataset, BatchLoader) throws -> Void) throws {
         let d = self
         try check()
-        Session.run { comm in
+        Job.run { comm in
             try comm.collectively(what) {
                 guard comm.isRoot else { return }
                 let (c, model) = try Checkpoint.loadModel(d.checkpoint)
@@ -47,13 +47,13 @@ struct Eval: ParsableCommand {
     func run() throws {
         let d = data
         try d.check()
-        Session.run { comm in
+        Job.run { comm in
             let loaded: (Checkpoint.Loaded, Autoencoder, Dataset)? = try comm.collectively("loading") {
                 let (c, m) = try Checkpoint.loadModel(d.checkpoint)
                 return (c, m, try d.load(c))
             }
             let (c, model, ds) = loaded!
-            let e = Evaluator.evaluate(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), comm: comm)
+            let e = Inference.evaluate(model: model, loader: BatchLoader(ds, binarize: c.config.binarize), comm: comm)
             if comm.isRoot {
                 var obj: [String: Any] = ["checkpoint": d.checkpoint, "model": c.config.model.name, "dataset": ds.name,
                                           "split": d.split.rawValue, "count": ds.count, "mse": e.mse, "bce": e.bce,
@@ -75,7 +75,7 @@ struct Encode: ParsableCommand {
         let out = output
         if out.isEmpty { throw AETError.usage("--output: empty path") }
         try data.onRoot("encode") { _, model, ds, loader in
-            let codes = Evaluator.encode(model: model, loader: loader, count: ds.count)
+            let codes = Inference.encode(model: model, loader: loader, count: ds.count)
             // A device or FIFO (/dev/stdout) gets the codes in place; the labels then have no file
             // of their own to go beside it.
             let special = AtomicFile.isSpecial(out)
@@ -107,7 +107,7 @@ struct Reconstruct: ParsableCommand {
         let out = output
         if out.isEmpty { throw AETError.usage("--output: empty path") }
         try data.onRoot("reconstruct") { _, model, ds, loader in
-            let r = Evaluator.reconstruct(model: model, loader: loader, count: ds.count)
+            let r = Inference.reconstruct(model: model, loader: loader, count: ds.count)
             try r.output.withUnsafeBufferPointer {
                 try NPY.write(floats: $0, shape: [ds.count, 28, 28], to: URL(fileURLWithPath: out), special: .writeInPlace)
             }
@@ -148,7 +148,7 @@ struct CommSelfTest: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "selftest-comm", shouldDisplay: false)
 
     func run() throws {
-        Session.run { comm in
+        Job.run { comm in
             let r = comm.rank, w = comm.size
             var failures: [String] = []
             // Float sum: rank r contributes r + i.
@@ -175,6 +175,19 @@ struct CommSelfTest: ParsableCommand {
             comm.allreduceMax(&m, count: 1, what: "max")
             if m[0] != Double(w - 1) { failures.append("max \(m)") }
             comm.barrier(what: "barrier")
+            // Sub-communicators (for exchanges that work in groups of ranks): this rank's node
+            // (every rank of the test shares one machine), and the ranks of the same parity.
+            if let mpi = comm as? MPICommunicator {
+                let node = mpi.splitByNode()
+                if node.size != w || node.rank != r { failures.append("node communicator: rank \(node.rank) of \(node.size)") }
+                let parity = mpi.split(color: r % 2, key: r)
+                var p = [Double(r)]
+                parity.allreduceSum(&p, count: 1, what: "parity sum")
+                let expected = Double(stride(from: r % 2, to: w, by: 2).reduce(0, +))
+                if parity.rank != r / 2 || parity.size != (w - r % 2 + 1) / 2 || p[0] != expected {
+                    failures.append("parity communicator: rank \(parity.rank) of \(parity.size), sum \(p[0]) (expected \(expected))")
+                }
+            }
             // Agreement: rank w-1 fails, everyone must learn it.
             do {
                 try comm.agree(r == w - 1 && w > 1 ? AETError("injected", exitCode: 3) : nil, what: "agree")

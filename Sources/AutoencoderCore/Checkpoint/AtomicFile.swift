@@ -21,7 +21,7 @@ public enum AtomicFile {
     /// (the process exits with code 99) right after the temp file is written and synced,
     /// simulating a crash before the rename. Read from the environment variable
     /// AETRAIN_TEST_CRASH_AFTER_TEMP.
-    static let crashAfterTemp: String? = ProcessInfo.processInfo.environment["AETRAIN_TEST_CRASH_AFTER_TEMP"]
+    static let crashAfterTemp: String? = FaultInjection.current.crashAfterTemp
 
     public static func write(_ data: Data, to url: URL, special: Special = .refuse) throws {
         try data.withUnsafeBytes { raw in

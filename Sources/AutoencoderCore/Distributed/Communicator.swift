@@ -1,9 +1,8 @@
-import CBLAS
-import CMPI
 import Foundation
 
-/// The only MPI-aware piece of aetrain. `LocalCommunicator` is rank 0 of 1 and does nothing;
-/// `MPICommunicator` wraps Open MPI. Everything else calls these few collectives.
+/// The collectives aetrain needs. `LocalCommunicator` is rank 0 of 1 and does nothing;
+/// `MPICommunicator` wraps Open MPI. Everything else calls these few collectives; only
+/// `MPICommunicator` and `SharedWindow` (node-shared memory for one exchange) touch MPI.
 public protocol Communicator: AnyObject {
     var rank: Int { get }
     var size: Int { get }
@@ -19,13 +18,6 @@ public protocol Communicator: AnyObject {
     /// Broadcast `bytes` bytes from `root`.
     func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String)
     func barrier(what: String)
-    /// `floats` floats of memory mapped by every rank (an MPI-3 shared window), or nil when the
-    /// ranks do not all share one node. Collective: every rank calls it with the same count;
-    /// when the memory cannot be had on any rank, every rank throws.
-    func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>?
-    /// Orders the shared memory: every rank's writes before the call are visible to every rank
-    /// after it (memory barrier, rank barrier, memory barrier).
-    func sharedSync(what: String)
     /// Ends every rank of the job now.
     func abort(code: Int32) -> Never
     func finalize()
@@ -80,6 +72,11 @@ extension Communicator {
     }
 }
 
+/// Runs `body` and returns its error as a value (for `Communicator.agree`).
+func catching(_ body: () throws -> Void) -> AETError? {
+    do { try body(); return nil } catch let e as AETError { return e } catch { return AETError("\(error)") }
+}
+
 /// Rank 0 of 1: collectives are no-ops.
 public final class LocalCommunicator: Communicator {
     public init() {}
@@ -94,195 +91,6 @@ public final class LocalCommunicator: Communicator {
     public func waitAll(what: String) {}
     public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {}
     public func barrier(what: String) {}
-    public func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>? { nil }
-    public func sharedSync(what: String) {}
     public func abort(code: Int32) -> Never { exit(code) }
     public func finalize() {}
-}
-
-/// Open MPI. A watchdog thread aborts the job when a collective stays pending longer than
-/// `collectiveTimeout` seconds (a stalled or stopped rank), naming the rank, operation and step.
-public final class MPICommunicator: Communicator {
-    public let rank: Int
-    public let size: Int
-    public var currentStep = 0
-    private let state = WatchState()
-    private var watchdog: Thread?
-    /// Outstanding non-blocking reductions (fixed capacity: no allocation per step).
-    private let requests = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 1024)
-    private var pending = 0
-    /// Shared windows (kept for the life of the process; their epoch is closed at finalize).
-    private var windows: [MPI_Win?] = []
-
-    final class WatchState: @unchecked Sendable {
-        let lock = NSLock()
-        var op: String? = nil
-        var since: Double = 0
-        var step = 0
-        var timeout: Double = 0
-    }
-
-    /// True when this process was started by an MPI launcher (mpirun, srun --mpi=pmix).
-    public static func launchedByMPI(_ env: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil || env["PMI_SIZE"] != nil
-            || env["PMI_RANK"] != nil
-    }
-
-    public init() {
-        if aet_mpi_initialized() == 0 { _ = aet_mpi_init() }
-        rank = Int(aet_mpi_rank())
-        size = Int(aet_mpi_size())
-    }
-
-    /// Starts the stall watchdog (0 disables it).
-    public func startWatchdog(timeout: Double) {
-        guard timeout > 0, watchdog == nil else { return }
-        state.timeout = timeout
-        let st = state, r = rank
-        let t = Thread {
-            while true {
-                Thread.sleep(forTimeInterval: min(1, max(0.05, st.timeout / 10)))
-                st.lock.lock()
-                let op = st.op, since = st.since, step = st.step
-                st.lock.unlock()
-                if let op, since > 0, now() - since > st.timeout {
-                    printError("rank \(r): collective '\(op)' at step \(step) pending for more than \(Int(st.timeout)) s (--collective-timeout): a rank is stalled or dead; aborting the job")
-                    _ = aet_mpi_abort(ExitCode.distributed)
-                    _exit(ExitCode.distributed)
-                }
-            }
-        }
-        t.start()
-        watchdog = t
-    }
-
-    @inline(__always) private func enter(_ what: String) {
-        guard state.timeout > 0 else { return }
-        state.lock.lock()
-        state.op = what
-        state.since = now()
-        state.step = currentStep
-        state.lock.unlock()
-    }
-
-    @inline(__always) private func leave() {
-        guard state.timeout > 0 else { return }
-        state.lock.lock()
-        state.op = nil
-        state.lock.unlock()
-    }
-
-    public func allreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {
-        enter(what); defer { leave() }
-        _ = aet_mpi_allreduce_float(buf, Int32(count))
-    }
-
-    public func allreduceSum(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {
-        enter(what); defer { leave() }
-        _ = aet_mpi_allreduce_double(buf, Int32(count))
-    }
-
-    public func allreduceMax(_ buf: UnsafeMutablePointer<Double>, count: Int, what: String) {
-        enter(what); defer { leave() }
-        _ = aet_mpi_allreduce_max_double(buf, Int32(count))
-    }
-
-    public func startAllreduceSum(_ buf: UnsafeMutablePointer<Float>, count: Int, what: String) {
-        guard count > 0 else { return }
-        if pending == 1024 { waitAll(what: what) }
-        _ = aet_mpi_iallreduce_float(buf, Int32(count), requests + pending)
-        pending += 1
-    }
-
-    public func progress() {
-        for i in 0..<pending { _ = aet_mpi_test(requests + i) }
-    }
-
-    public func waitAll(what: String) {
-        enter(what); defer { leave() }
-        for i in 0..<pending { _ = aet_mpi_wait(requests + i) }
-        pending = 0
-    }
-
-    public func broadcast(_ buf: UnsafeMutableRawPointer, bytes: Int, root: Int, what: String) {
-        enter(what); defer { leave() }
-        var off = 0
-        while off < bytes {
-            let n = min(bytes - off, 1 << 30)
-            _ = aet_mpi_bcast_bytes(buf + off, Int32(n), Int32(root))
-            off += n
-        }
-    }
-
-    public func barrier(what: String) {
-        enter(what); defer { leave() }
-        _ = aet_mpi_barrier()
-    }
-
-    public func sharedMemory(floats: Int) throws -> UnsafeMutablePointer<Float>? {
-        guard size > 1, Int(aet_mpi_node_size()) == size else { return nil }
-        // Rank 0 creates the window's backing file in osc/sm's directory: check that it has room
-        // first, for every rank (Open MPI's osc/sm does not fail collectively: the other ranks
-        // would wait forever), then allocate.
-        let bytes = floats * 4
-        try agree(isRoot ? MPICommunicator.checkBackingDirectory(bytes: bytes) : nil, what: "shared memory set-up")
-        var base: UnsafeMutableRawPointer? = nil
-        var win: MPI_Win? = nil
-        _ = aet_mpi_shared_alloc(bytes, &base, &win)  // MPI errors are fatal: it returns only on success
-        windows.append(win)
-        return base!.bindMemory(to: Float.self, capacity: floats)
-    }
-
-    /// The directory where Open MPI's osc/sm puts shared windows ($OMPI_MCA_osc_sm_backing_directory,
-    /// default /dev/shm) must be writable, with room for `bytes` plus 1 MiB.
-    static func checkBackingDirectory(bytes: Int, env: [String: String] = ProcessInfo.processInfo.environment) -> AETError? {
-        let dir = env["OMPI_MCA_osc_sm_backing_directory"].flatMap { $0.isEmpty ? nil : $0 } ?? "/dev/shm"
-        if access(dir, W_OK) != 0 {
-            return AETError("shared-memory directory \(dir) is not writable: " + String(cString: strerror(errno)))
-        }
-        let attributes = try? FileManager.default.attributesOfFileSystem(forPath: dir)
-        if let free = (attributes?[.systemFreeSize] as? NSNumber)?.intValue, free < bytes + 1_048_576 {
-            let needed: Int = bytes / 1024 + 1024
-            return AETError("shared-memory directory \(dir) has \(free / 1024) KiB free, \(needed) KiB needed")
-        }
-        return nil
-    }
-
-    public func sharedSync(what: String) {
-        enter(what); defer { leave() }
-        _ = aet_mpi_shared_sync(windows.last!)
-    }
-
-    public func abort(code: Int32) -> Never {
-        _ = aet_mpi_abort(code)
-        exit(code)
-    }
-
-    public func finalize() {
-        guard aet_mpi_finalized() == 0 else { return }
-        for w in windows { _ = aet_mpi_shared_release(w) }
-        windows = []
-        _ = aet_mpi_finalize()
-    }
-}
-
-/// Monotonic seconds.
-@inline(__always) public func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-}
-
-public enum Threads {
-    /// One BLAS thread per rank when there are several ranks and the user set neither
-    /// OPENBLAS_NUM_THREADS nor OMP_NUM_THREADS; a single rank keeps OpenBLAS's default (all cores).
-    public static func configure(worldSize: Int, env: [String: String] = ProcessInfo.processInfo.environment) {
-        if worldSize > 1 && env["OPENBLAS_NUM_THREADS"] == nil && env["OMP_NUM_THREADS"] == nil {
-            setenv("OPENBLAS_NUM_THREADS", "1", 1)
-            setenv("OMP_NUM_THREADS", "1", 1)
-            openblas_set_num_threads(1)
-        }
-    }
-
-    public static var blasThreads: Int { Int(openblas_get_num_threads()) }
 }

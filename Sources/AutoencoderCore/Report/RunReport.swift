@@ -80,21 +80,22 @@ public enum RunReport {
 
     /// Writes OUT/report/ for a trained model (rank 0 only).
     @discardableResult
-    public static func write(trainer t: Trainer, summary: [String: Any], pcaTestMSE: Double?) throws -> [String] {
+    public static func write(trainer t: Trainer, summary typed: RunSummary, pcaTestMSE: Double?) throws -> [String] {
         let config = t.config, model = t.model, test = t.testSet
         let idx = onePerClass(test)
         let views = subset(test, idx)
         let loader = BatchLoader(views, binarize: config.binarize)
-        let rec = Evaluator.reconstruct(model: model, loader: loader, count: views.count, noise: config.noise, seed: config.seed)
+        let rec = Inference.reconstruct(model: model, loader: loader, count: views.count, noise: config.noise, seed: config.seed)
         let originals = (0..<views.count).map { i in (0..<784).map { Float(views.pixels[i * 784 + $0]) / 255 } }
         let codeCount = min(test.count, 10_000)
-        let codes = Evaluator.encode(model: model, loader: BatchLoader(test, binarize: config.binarize), count: codeCount)
+        let codes = Inference.encode(model: model, loader: BatchLoader(test, binarize: config.binarize), count: codeCount)
         let (trainCurve, testCurve) = curves(out: config.out)
         var samples: [[Float]]? = nil, grid: [[[Float]]]? = nil
         if config.model.variational {
             samples = priorSamples(model: model, count: 100, seed: config.seed)
             if model.latent == 2 { grid = manifold(model: model) }
         }
+        let summary = try typed.jsonObject()
         let keys = summary.keys.sorted()
         let rows = keys.map { k -> (key: String, value: String) in
             let v = summary[k]!
@@ -112,7 +113,7 @@ public enum RunReport {
             noisy: config.noise == nil ? nil : images(rec.noisy, count: views.count),
             codes: codes, codeDim: model.latent, codeLabels: Array(test.labels.prefix(codeCount)),
             trainLoss: trainCurve, testMSE: testCurve, samples: samples, manifold: grid,
-            aeTestMSE: summary["test_mse"] as? Double, pcaTestMSE: pcaTestMSE,
+            aeTestMSE: typed.testMSE, pcaTestMSE: pcaTestMSE,
             pcaComponents: pcaTestMSE == nil ? nil : min(model.latent, 784))
         var withExtras = inputs
         withExtras.extraFigures = t.reportExtras

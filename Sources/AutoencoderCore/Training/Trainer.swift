@@ -1,31 +1,41 @@
 import CKernels
 import Foundation
 
-/// Where a run stands: what a checkpoint records so that a resume continues the same sequence.
-public struct RunPosition: Codable, Equatable, Sendable {
-    /// Epoch in progress (0-based) and the next global batch within it.
-    public var epoch = 0
-    public var batchInEpoch = 0
-    /// Optimiser steps taken.
-    public var step = 0
-    public init() {}
+/// One global batch of the epoch's sample order, and this rank's contiguous slice [lo, hi) of it.
+struct GlobalBatch {
+    /// The optimiser step it makes (0-based).
+    let step: Int
+    /// Position in the epoch order of the batch's first sample, and the batch's size.
+    let first: Int
+    let count: Int
+    let lo: Int, hi: Int
+    /// Samples on this rank (0 for an empty slice).
+    var samples: Int { hi - lo }
+    /// Epoch-order index of this rank's first sample: keys its input noise and VAE samples.
+    var firstSample: Int { first + lo }
 }
 
-/// Seconds per phase, summed over steps.
-public struct StepTimers: Sendable {
-    public var data = 0.0, forward = 0.0, backward = 0.0, allreduce = 0.0, optimizer = 0.0
-    public var steps = 0
+/// What one step did, for the parts that watch training (log, preemption, sync check, checkpoints).
+struct StepReport {
+    /// The position after the step.
+    let position: RunPosition
+    /// Samples in the global batch.
+    let globalCount: Int
+    /// Sums over every rank (loss, count, recon, penalty, stop flag).
+    let totals: StepTotals
+    /// False when --on-nan skip dropped the step.
+    let applied: Bool
+    let seconds: Double
 }
 
-/// Data-parallel training. Every rank runs this same loop on its slice of each global batch:
+/// Data-parallel training. Every rank runs the same loop on its slice of each global batch:
 ///
-///     data slice → forward → backward → sum the flat gradients → Adam → rank 0 writes
+///     load → forward → backward → exchange: reduce → update → exchange: share → observe
 ///
-/// The sum is one MPI all-reduce (then every rank takes the whole Adam step), or, with all ranks on
-/// one node, the shared exchange of `SharedState` (each rank updates its slice in a fused pass).
-///
-/// The global batch sequence depends only on the seed, so any world size takes the same steps
-/// (up to float summation order), and so does a resumed run.
+/// The parts own their state: the model its buffers, the `GradientExchange` how gradients are
+/// summed and the update taken (chosen once at start-up), the `TrainingLog` what rank 0 reports,
+/// the `Checkpointer` the files. The global batch sequence depends only on the seed, so any world
+/// size takes the same steps (up to float summation order), and so does a resumed run.
 public final class Trainer {
     public let config: TrainConfig
     public let comm: Communicator
@@ -35,19 +45,26 @@ public final class Trainer {
     public let testSet: Dataset
     let trainLoader: BatchLoader
     let testLoader: BatchLoader
+    /// How gradients are summed and the update taken (chosen once, never branched on).
+    let exchange: GradientExchange
+    /// Metrics lines, progress, throughput and time per phase (rank 0 writes).
+    let log: TrainingLog
+    /// Test hooks (a production run has none).
+    let faults: FaultInjection
     public var position = RunPosition()
-    var metrics: MetricsWriter?
-    let progress = Progress()
     public var checkpoints: Checkpointer?
-    /// Seconds spent per phase of the training steps (for the benchmark's breakdown).
-    public private(set) var timers = StepTimers()
     /// Figures written into OUT/report/ by the application (anomaly histogram), linked from report.html.
     public var reportExtras: [(file: String, title: String, caption: String)] = []
     /// Called on rank 0 after each epoch evaluation (report-every-epoch).
     public var onEpochEnd: ((Trainer) throws -> Void)?
+    /// The epoch's sample order (the same on every rank).
+    private var order: [Int32] = []
+    /// The last evaluation of the test split and the step it was made at.
+    private var lastEvaluation: (result: (mse: Double, bce: Double, pen: Double), step: Int)?
 
-    public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset) throws {
+    public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset, faults: FaultInjection = .current) throws {
         self.config = config
+        self.faults = faults
         self.comm = comm
         trainSet = train
         testSet = test
@@ -56,20 +73,205 @@ public final class Trainer {
         adam = Adam(count: model.parameterCount, config: config.adam)
         trainLoader = BatchLoader(train, binarize: config.binarize)
         testLoader = BatchLoader(test, binarize: config.binarize)
-        shared = try SharedState.make(config: config, comm: comm, model: model, adam: adam)
+        exchange = try chooseGradientExchange(config: config, comm: comm, model: model, adam: adam)
+        log = TrainingLog(config: config, isRoot: comm.isRoot, batchesPerEpoch: (train.count + config.batchSize - 1) / config.batchSize)
     }
 
-    let shared: SharedState?
-    /// Test hook AETRAIN_TEST_NAN_GRAD="RANK:STEP": that rank's gradient gets a NaN at that step.
-    let testNaNGradient: (rank: Int, step: Int)? = {
-        guard let s = ProcessInfo.processInfo.environment["AETRAIN_TEST_NAN_GRAD"] else { return nil }
-        let f = s.split(separator: ":").compactMap { Int($0) }
-        return f.count == 2 ? (f[0], f[1]) : nil
-    }()
     /// "shared", "allreduce" or "none" (one rank): how this run sums gradients (summary.json grad_sync).
-    public var gradientSyncMode: String { shared != nil ? "shared" : comm.size > 1 ? "allreduce" : "none" }
+    public var gradientSyncMode: String { exchange.name }
+    /// Seconds spent per phase of the training steps (for the benchmark's breakdown).
+    public var timers: StepTimers { log.timers }
+    public var batchesPerEpoch: Int { (trainSet.count + config.batchSize - 1) / config.batchSize }
+    var maxSteps: Int { config.maxSteps ?? Int.max }
 
-    var outURL: URL { URL(fileURLWithPath: config.out) }
+    // MARK: the loop
+
+    /// Trains to the configured epochs / max steps. Returns the summary (on every rank).
+    public func run() throws -> RunSummary {
+        let wallStart = now()
+        while position.epoch < config.epochs && position.step < maxSteps {
+            beginEpoch()
+            while position.batchInEpoch < batchesPerEpoch && position.step < maxSteps {
+                let report = try step(nextBatch())
+                try observe(report)
+            }
+            if position.batchInEpoch == batchesPerEpoch { try endEpoch() }
+        }
+        return try finish(wallStart: wallStart)
+    }
+
+    /// One optimiser step, the same on every rank. Each phase is one call into the part that owns
+    /// its state; the clock only attributes time to phases.
+    func step(_ b: GlobalBatch) throws -> StepReport {
+        var clock = PhaseClock()
+        comm.currentStep = b.step + 1
+        load(b)
+        log.timers.data += clock.lap()
+        forward(b)
+        log.timers.forward += clock.lap()
+        shareBatchStatistics(b)
+        log.timers.exchange += clock.lap()
+        let mine = backward(b)
+        log.timers.backward += clock.lap()
+        let totals = exchange.reduce(mine, checkFinite: config.onNaN == .skip)
+        log.timers.exchange += clock.lap()
+        // A non-finite loss or (checked) gradient: --on-nan stop ends the run, skip drops the step.
+        let apply = totals.isFinite
+        if !apply && config.onNaN == .stop { throw nonFiniteError(step: b.step) }
+        let finite = apply ? exchange.update(step: b.step) : true
+        log.timers.optimizer += clock.lap()
+        let agreed = exchange.share(step: b.step, updated: apply, finite: finite)
+        log.timers.exchange += clock.lap()
+        if !agreed { throw nonFiniteError(step: b.step) }  // every rank gets the same answer
+        position.step += 1
+        position.batchInEpoch += 1
+        return StepReport(position: position, globalCount: b.count, totals: totals, applied: apply, seconds: clock.elapsed)
+    }
+
+    /// After each step: the log (metrics line, progress), preemption, the sync check and the
+    /// checkpoint cadence. Every rank calls it; what only rank 0 does is decided inside.
+    func observe(_ r: StepReport) throws {
+        log.stepEnded(r)
+        if r.totals.stopRequested { try stopForSignal() }
+        if config.checkSync > 0 && position.step % config.checkSync == 0 { try checkSync() }
+        if config.checkpointEvery > 0 && position.step % config.checkpointEvery == 0 && position.batchInEpoch < batchesPerEpoch {
+            try checkpoints?.save(self, reason: "step")
+        }
+    }
+
+    // MARK: the phases
+
+    /// The epoch's sample order: the same seeded permutation on every rank.
+    func beginEpoch() {
+        order = Streams.permutation(n: trainSet.count, seed: config.seed, epoch: position.epoch)
+        log.epochBegan()
+    }
+
+    /// The global batch at the current position, and this rank's slice of it.
+    func nextBatch() -> GlobalBatch {
+        let first = position.batchInEpoch * config.batchSize
+        let count = min(config.batchSize, trainSet.count - first)
+        let (lo, hi) = Trainer.slice(rank: comm.rank, size: comm.size, count: count)
+        return GlobalBatch(step: position.step, first: first, count: count, lo: lo, hi: hi)
+    }
+
+    /// load: this rank's samples into the model's target (and a corrupted copy into its input
+    /// for denoising, keyed by seed, step and sample).
+    func load(_ b: GlobalBatch) {
+        order.withUnsafeBufferPointer { p in
+            trainLoader.fill(model.target.pointer, indices: UnsafeBufferPointer(rebasing: p[(b.first + b.lo)..<(b.first + b.hi)]))
+        }
+        if let noise = config.noise {
+            noise.apply(clean: model.target.pointer, noisy: model.input.pointer, count: b.samples, dim: model.inputDim,
+                        seed: config.seed, key: b.step, firstIndex: b.firstSample)
+            model.corrupted = true
+        } else {
+            model.corrupted = false
+        }
+    }
+
+    /// forward: the model on this rank's samples (VAE ε keyed by seed, step and sample).
+    func forward(_ b: GlobalBatch) {
+        model.prepareGrads(b.samples)
+        model.forward(b.samples, noise: (config.seed, b.step, b.firstSample))
+    }
+
+    /// sparse-kl only: the code's column sums over the whole global batch (its ρ̂), before backward.
+    func shareBatchStatistics(_ b: GlobalBatch) {
+        guard model.needsBatchStatistics else { return }
+        model.accumulateCodeStatistics(b.samples)
+        comm.allreduceSum(model.codeStats.pointer, count: model.latent, what: "code statistics all-reduce")
+    }
+
+    /// backward: this rank's gradients, already divided by the global count; the exchange may
+    /// start reducing finished buckets meanwhile. Returns this rank's part of the step's totals.
+    func backward(_ b: GlobalBatch) -> StepContribution {
+        let sums = model.backward(b.samples, globalCount: b.count, batchTerms: comm.rank == 0) { exchange.gradientsFinal(from: $0) }
+        if faults.nanGradient == .init(rank: comm.rank, step: b.step + 1) { model.grads[model.parameterCount - 1] = .nan }
+        return StepContribution(sums: sums, samples: b.samples, stopRequested: Signals.pending != 0)
+    }
+
+    // MARK: what happens between steps
+
+    /// Some rank received SIGTERM, SIGUSR1 or SIGINT: checkpoint this step and stop (exit 75).
+    func stopForSignal() throws {
+        log.endProgressLine()
+        let sig = Signals.pending
+        try checkpoints?.save(self, reason: "preempt")
+        throw AETError("stopped by \(sig != 0 ? Signals.name(sig) : "a signal on another rank") at step \(position.step); checkpoint written, continue with --resume auto",
+                       exitCode: ExitCode.preempted, allRanks: true)
+    }
+
+    /// The epoch is done: evaluate the test split, log it, checkpoint, run the epoch hook.
+    func endEpoch() throws {
+        log.endProgressLine()
+        let e = evaluate(testLoader)
+        lastEvaluation = (e, position.step)
+        position.epoch += 1
+        position.batchInEpoch = 0
+        log.epochEnded(position, evaluation: e)
+        try checkpoints?.save(self, reason: "epoch")
+        if comm.isRoot { try onEpochEnd?(self) }
+    }
+
+    /// After the last step: a final checkpoint and evaluation when the last epoch end did not
+    /// make them, then the summary.
+    func finish(wallStart: Double) throws -> RunSummary {
+        log.endProgressLine()
+        if let c = checkpoints, c.lastStep != position.step, position.step > 0 { try c.save(self, reason: "final") }
+        if lastEvaluation?.step != position.step {
+            let e = evaluate(testLoader)
+            lastEvaluation = (e, position.step)
+            log.finalEvaluation(position, evaluation: e)
+        }
+        log.close()
+        return summary(evaluation: lastEvaluation!.result, wallStart: wallStart)
+    }
+
+    /// The run's summary (every rank; the memory figures are gathered from every rank).
+    func summary(evaluation e: (mse: Double, bce: Double, pen: Double), wallStart: Double) -> RunSummary {
+        let trainTime = log.trainSeconds, trainSamples = log.trainSamples
+        var s = RunSummary(model: config.model.name)
+        s.dataset = config.dataset.rawValue
+        s.worldSize = comm.size
+        s.epochs = config.epochs
+        s.epochsCompleted = position.epoch
+        s.steps = position.step
+        s.globalBatchSize = config.batchSize
+        s.paramCount = model.parameterCount
+        s.gradSync = gradientSyncMode
+        s.trainLoss = log.epochMeanLoss
+        s.testMSE = e.mse
+        s.testBCE = e.bce
+        s.samplesPerSecond = trainSamples > 0 ? Double(trainSamples) / trainTime : 0.0
+        s.trainSeconds = trainTime
+        s.wallSeconds = now() - wallStart
+        s.trainSamples = trainSamples
+        s.trainSetSize = trainSet.count
+        s.testSetSize = testSet.count
+        s.blasThreads = Threads.blasThreads
+        s.aetrainVersion = aetrainVersion
+        s.loss = config.objective.loss.rawValue
+        s.latent = model.latent
+        if config.model.variational { s.testKL = e.pen }
+        let timers = log.timers
+        if timers.steps > 0 {
+            let k = 1000 / Double(timers.steps)
+            s.msPerStep = .init(data: timers.data * k, forward: timers.forward * k, backward: timers.backward * k,
+                                allreduce: timers.exchange * k, optimizer: timers.optimizer * k, total: trainTime * k)
+            s.trainGflops = Double(model.trainFlopsPerSample) * Double(trainSamples) / max(trainTime, 1e-9) / 1e9
+        }
+        var rss = [Double](repeating: 0, count: comm.size)
+        rss[comm.rank] = Trainer.peakRSSMegabytes()
+        comm.allreduceSum(&rss, count: comm.size, what: "memory report")
+        s.peakRssMb = rss.max() ?? 0
+        s.peakRssMbPerRank = rss
+        if config.model.penalty != .none { s.penalty = config.model.penalty.rawValue }
+        if let nz = config.noise { s.noise = nz.description }
+        return s
+    }
+
+    // MARK: start-up and checks
 
     /// Fresh parameters: rank 0 initialises and broadcasts (hvd.broadcast_parameters).
     public func initializeParameters() {
@@ -79,14 +281,8 @@ public final class Trainer {
 
     /// Broadcasts parameters, Adam moments and the position from rank 0 (after a resume).
     public func broadcastState() {
-        let P = model.parameterCount
-        comm.broadcast(model.params.pointer, bytes: P * 4, root: 0, what: "parameter broadcast")
-        if shared != nil {
-            comm.sharedSync(what: "optimizer broadcast")  // rank 0 restored the moments into the shared window
-        } else {
-            comm.broadcast(adam.m.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
-            comm.broadcast(adam.v.pointer, bytes: P * 4, root: 0, what: "optimizer broadcast")
-        }
+        comm.broadcast(model.params.pointer, bytes: model.parameterCount * 4, root: 0, what: "parameter broadcast")
+        exchange.shareOptimizerState()
         var pos = [Double(position.epoch), Double(position.batchInEpoch), Double(position.step), Double(adam.step)]
         comm.broadcastDoubles(&pos, root: 0, what: "position broadcast")
         position.epoch = Int(pos[0]); position.batchInEpoch = Int(pos[1]); position.step = Int(pos[2])
@@ -95,234 +291,17 @@ public final class Trainer {
 
     public func openMetrics(resumedAt step: Int?) throws {
         guard comm.isRoot else { return }
-        metrics = try MetricsWriter(path: outURL.appendingPathComponent("metrics.jsonl").path, keepUpToStep: step)
+        log.metrics = try MetricsWriter(path: URL(fileURLWithPath: config.out).appendingPathComponent("metrics.jsonl").path,
+                                        keepUpToStep: step)
     }
-
-    public var batchesPerEpoch: Int { (trainSet.count + config.batchSize - 1) / config.batchSize }
 
     /// Rank r's contiguous part [lo, hi) of a global batch of `count` samples.
     @inline(__always) public static func slice(rank: Int, size: Int, count: Int) -> (Int, Int) {
         (rank * count / size, (rank + 1) * count / size)
     }
 
-    /// Trains to the configured epochs / max steps. Returns the summary (on every rank).
-    public func run() throws -> [String: Any] {
-        let wallStart = now()
-        let N = trainSet.count, B = config.batchSize, W = comm.size, r = comm.rank
-        let P = model.parameterCount
-        let maxSteps = config.maxSteps ?? Int.max
-        let perBatch = batchesPerEpoch
-        var trainTime = 0.0, trainSamples = 0
-        var logTime = 0.0, logSamples = 0
-        var epochLossSum = 0.0, epochCount = 0.0
-        var lastEval: (mse: Double, bce: Double, pen: Double)? = nil
-        var lastEvalStep = -1
-        let g = model.grads.pointer
-        let bucketFloats = comm.size > 1 ? Int(config.bucketSizeMB * 1_000_000 / 4) : 0
-        var perm: [Int32] = []
-        var permEpoch = -1
-
-        while position.epoch < config.epochs && position.step < maxSteps {
-            if permEpoch != position.epoch {
-                perm = Streams.permutation(n: N, seed: config.seed, epoch: position.epoch)
-                permEpoch = position.epoch
-                epochLossSum = 0; epochCount = 0
-            }
-            while position.batchInEpoch < perBatch && position.step < maxSteps {
-                let t0 = now()
-                let step = position.step
-                let gStart = position.batchInEpoch * B
-                let gCount = min(B, N - gStart)
-                let (lo, hi) = Trainer.slice(rank: r, size: W, count: gCount)
-                let n = hi - lo
-                perm.withUnsafeBufferPointer { p in
-                    trainLoader.fill(model.target.pointer, indices: UnsafeBufferPointer(rebasing: p[(gStart + lo)..<(gStart + hi)]))
-                }
-                if let noise = config.noise {
-                    noise.apply(clean: model.target.pointer, noisy: model.input.pointer, count: n, dim: model.inputDim,
-                                seed: config.seed, key: step, firstIndex: gStart + lo)
-                    model.corrupted = true
-                } else {
-                    model.corrupted = false
-                }
-                let t1 = now()
-                model.prepareGrads(n)
-                model.forward(n, noise: (config.seed, step, gStart + lo))
-                comm.currentStep = step + 1
-                var t2 = now()
-                if model.needsBatchStatistics {
-                    model.accumulateCodeStatistics(n)
-                    comm.allreduceSum(model.codeStats.pointer, count: model.latent, what: "code statistics all-reduce")
-                    let t = now()
-                    timers.allreduce += t - t2
-                    t2 = t
-                }
-                // Overlap: with --bucket-size, each bucket of finished gradients (last layers first)
-                // starts its non-blocking all-reduce while the backward pass goes on.
-                var pendingEnd = P
-                let local = model.backward(n, globalCount: gCount, batchTerms: r == 0) { offset in
-                    guard bucketFloats > 0 else { return }
-                    if pendingEnd - offset >= bucketFloats {
-                        comm.startAllreduceSum(g + offset, count: pendingEnd - offset, what: "gradient bucket all-reduce")
-                        pendingEnd = offset
-                    } else {
-                        comm.progress()
-                    }
-                }
-                if let t = testNaNGradient, t.rank == r, t.step == step + 1 { g[P - 1] = .nan }
-                let t3 = now()
-                // Extra slots ride along in the one gradient all-reduce.
-                g[P] = Float(local.loss); g[P + 1] = Float(n); g[P + 2] = Float(local.recon)
-                g[P + 3] = Float(local.penalty); g[P + 4] = Signals.pending != 0 ? 1 : 0
-                g[P + 5] = 0; g[P + 6] = 0; g[P + 7] = 0
-                let sums: UnsafeMutablePointer<Float>  // the extra slots summed over ranks
-                // Inf/NaN gradients: with --on-nan skip every rank must know before updating, so the
-                // gradient is checked first; with stop (the default) the Adam pass flags them for
-                // free and the run stops after the step (nothing is saved from it).
-                let precheck = config.onNaN == .skip
-                if let shared {
-                    // Shared: after the barrier every rank's gradient is readable (see SharedState).
-                    g[P + 5] = precheck && !Trainer.allFinite(g, P) ? 1 : 0
-                    comm.sharedSync(what: "gradient exchange")
-                    sums = shared.sumExtras(at: P)
-                } else {
-                    if pendingEnd < P {
-                        comm.startAllreduceSum(g, count: pendingEnd, what: "gradient bucket all-reduce")
-                        comm.startAllreduceSum(g + P, count: Autoencoder.extraSlots, what: "gradient bucket all-reduce")
-                        comm.waitAll(what: "gradient bucket all-reduce")
-                    } else {
-                        comm.allreduceSum(g, count: P + Autoencoder.extraSlots, what: "gradient all-reduce")
-                    }
-                    sums = g + P
-                }
-                let t4 = now()
-                let count = Double(sums[1])
-                let loss = Double(sums[0]) / count
-                let finite = loss.isFinite && (!precheck || (shared != nil ? sums[5] == 0 : Trainer.allFinite(g, P)))
-                var gradientsFinite = true
-                if !finite {
-                    if config.onNaN == .stop { throw nonFiniteError(step: step) }
-                    if comm.isRoot { printError("warning: non-finite loss or gradient at step \(step + 1); step skipped (--on-nan skip)") }
-                } else {
-                    if let shared {
-                        gradientsFinite = adam.update(params: model.params.pointer, gradientSources: shared.sources, sourceCount: shared.ranks,
-                                                      range: shared.shard, publish: shared.published)
-                        shared.setFlag(rank: r, step: step, !gradientsFinite)
-                    } else {
-                        gradientsFinite = adam.update(params: model.params.pointer, grads: g)
-                    }
-                    epochLossSum += Double(sums[0]); epochCount += count
-                }
-                let t5 = now()
-                var t6 = t5
-                if let shared {
-                    comm.sharedSync(what: "parameter update")
-                    if finite {
-                        gradientsFinite = !shared.anyFlagged(step: step)
-                        if gradientsFinite { shared.gather(into: model.params.pointer, count: P) }
-                    }
-                    t6 = now()
-                }
-                if !gradientsFinite { throw nonFiniteError(step: step) }  // every rank sees the same flags
-                timers.data += t1 - t0; timers.forward += t2 - t1; timers.backward += t3 - t2
-                timers.allreduce += (t4 - t3) + (t6 - t5); timers.optimizer += t5 - t4; timers.steps += 1
-                position.step += 1
-                position.batchInEpoch += 1
-                let dt = now() - t0
-                trainTime += dt; trainSamples += gCount
-                logTime += dt; logSamples += gCount
-                if comm.isRoot && (position.step % config.logEvery == 0 || position.batchInEpoch == perBatch || position.step == maxSteps) {
-                    let rate = Double(logSamples) / max(logTime, 1e-9)
-                    var line: [String: Any] = ["step": position.step, "epoch": position.epoch + 1, "loss": loss,
-                                               "samples_per_second": rate, "samples": Int(count)]
-                    if config.model.variational {
-                        line["recon"] = Double(sums[2]) / count
-                        line["kl"] = Double(sums[3]) / count
-                    } else if config.model.penalty != .none {
-                        line["recon"] = Double(sums[2]) / count
-                        line["penalty"] = Double(sums[3]) / count
-                    }
-                    metrics?.write(line)
-                    progress.update(epoch: position.epoch + 1, epochs: config.epochs, batch: position.batchInEpoch,
-                                    batches: perBatch, step: position.step, loss: loss, rate: rate)
-                    logTime = 0; logSamples = 0
-                }
-                if sums[4] > 0 {
-                    progress.endLine()
-                    let sig = Signals.pending
-                    try checkpoints?.save(self, reason: "preempt")
-                    throw AETError("stopped by \(sig != 0 ? Signals.name(sig) : "a signal on another rank") at step \(position.step); checkpoint written, continue with --resume auto",
-                                   exitCode: ExitCode.preempted, allRanks: true)
-                }
-                if config.checkSync > 0 && position.step % config.checkSync == 0 { try checkSync() }
-                if config.checkpointEvery > 0 && position.step % config.checkpointEvery == 0 && position.batchInEpoch < perBatch {
-                    try checkpoints?.save(self, reason: "step")
-                }
-            }
-            if position.batchInEpoch == perBatch {
-                progress.endLine()
-                let e = evaluate(testLoader)
-                lastEval = e; lastEvalStep = position.step
-                position.epoch += 1
-                position.batchInEpoch = 0
-                if comm.isRoot {
-                    var line: [String: Any] = ["epoch": position.epoch, "step": position.step, "test_mse": e.mse, "test_bce": e.bce,
-                                               "train_loss": epochCount > 0 ? epochLossSum / epochCount : Double.nan]
-                    if config.model.variational { line["test_kl"] = e.pen }
-                    metrics?.write(line)
-                    printError(String(format: "epoch %d: train loss %.6f  test MSE %.6f  test BCE %.6f",
-                                      position.epoch, epochCount > 0 ? epochLossSum / epochCount : .nan, e.mse, e.bce))
-                }
-                try checkpoints?.save(self, reason: "epoch")
-                if comm.isRoot { try onEpochEnd?(self) }
-            }
-        }
-        progress.endLine()
-        if let c = checkpoints, c.lastStep != position.step, position.step > 0 { try c.save(self, reason: "final") }
-        if lastEvalStep != position.step || lastEval == nil {
-            let e = evaluate(testLoader)
-            lastEval = e
-            if comm.isRoot {
-                var line: [String: Any] = ["epoch": position.epoch + (position.batchInEpoch > 0 ? 1 : 0), "step": position.step,
-                                           "test_mse": e.mse, "test_bce": e.bce]
-                if config.model.variational { line["test_kl"] = e.pen }
-                metrics?.write(line)
-            }
-        }
-        metrics?.close()
-        let e = lastEval!
-        var summary: [String: Any] = [
-            "model": config.model.name, "dataset": config.dataset.rawValue, "world_size": W,
-            "epochs": config.epochs, "epochs_completed": position.epoch, "steps": position.step,
-            "global_batch_size": B, "param_count": P, "grad_sync": gradientSyncMode,
-            "train_loss": epochCount > 0 ? epochLossSum / epochCount : Double.nan,
-            "test_mse": e.mse, "test_bce": e.bce,
-            "samples_per_second": trainSamples > 0 ? Double(trainSamples) / trainTime : 0.0,
-            "train_seconds": trainTime, "wall_seconds": now() - wallStart,
-            "train_samples": trainSamples, "train_set_size": N, "test_set_size": testSet.count,
-            "blas_threads": Threads.blasThreads, "aetrain_version": aetrainVersion,
-            "loss": config.objective.loss.rawValue, "latent": model.latent,
-        ]
-        if config.model.variational { summary["test_kl"] = e.pen }
-        if timers.steps > 0 {
-            let k = 1000 / Double(timers.steps)
-            summary["ms_per_step"] = ["data": timers.data * k, "forward": timers.forward * k, "backward": timers.backward * k,
-                                      "allreduce": timers.allreduce * k, "optimizer": timers.optimizer * k,
-                                      "total": trainTime * k]
-            summary["train_gflops"] = Double(model.trainFlopsPerSample) * Double(trainSamples) / max(trainTime, 1e-9) / 1e9
-        }
-        var rss = [Double](repeating: 0, count: W)
-        rss[r] = Trainer.peakRSSMegabytes()
-        comm.allreduceSum(&rss, count: W, what: "memory report")
-        summary["peak_rss_mb"] = rss.max() ?? 0
-        summary["peak_rss_mb_per_rank"] = rss
-        if config.model.penalty != .none { summary["penalty"] = config.model.penalty.rawValue }
-        if let nz = config.noise { summary["noise"] = nz.description }
-        return summary
-    }
-
     public func evaluate(_ loader: BatchLoader) -> (mse: Double, bce: Double, pen: Double) {
-        Evaluator.evaluate(model: model, loader: loader, comm: comm)
+        Inference.evaluate(model: model, loader: loader, comm: comm)
     }
 
     func nonFiniteError(step: Int) -> AETError {
@@ -352,10 +331,7 @@ public final class Trainer {
 
     /// --check-sync: compares the parameter checksum across ranks; stops on drift.
     func checkSync() throws {
-        if let s = ProcessInfo.processInfo.environment["AETRAIN_TEST_PERTURB"], // test hook "rank:step"
-           s == "\(comm.rank):\(position.step)" {
-            model.params[0] += 1e-3
-        }
+        if faults.perturbParameters == .init(rank: comm.rank, step: position.step) { model.params[0] += 1e-3 }
         let c = parameterChecksum()
         var v = [c, -c]
         comm.allreduceMax(&v, count: 2, what: "check-sync all-reduce")

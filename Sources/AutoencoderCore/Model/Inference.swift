@@ -1,7 +1,9 @@
 import Foundation
 
-/// Evaluation and inference over a split, shared by train, eval, encode and the report.
-public enum Evaluator {
+/// A model run over a split, without training: the test metrics (train's epoch evaluation and
+/// `eval`, divided across ranks), the codes (`encode`, the report's latent plot) and the
+/// reconstructions (`reconstruct`, `denoise`, `anomaly`, the report's figures).
+public enum Inference {
     /// Per-pixel reconstruction MSE and BCE on clean inputs (VAE: decoded from μ), and the mean
     /// per-sample penalty (VAE KL). The split is divided across ranks and the sums all-reduced.
     public static func evaluate(model: Autoencoder, loader: BatchLoader, comm: Communicator)
