@@ -55,24 +55,29 @@ run() {  # label binary model np threads grad-sync round
         || { echo "bench: $m np $np failed: $(tail -1 "$o.log")" >&2; return 0; }
     echo "$label $m $np $th $gs $k $o/summary.json" >> "$work/rows"
 }
-# Every configuration runs ROUNDS times, round-robin (and each build in turn), so that all rows
-# see the same machine.
+# Every configuration runs ROUNDS times, round-robin, so that all rows see the same machine; the
+# builds take turns going first.
 for ((k = 1; k <= rounds; k++)); do
     for spec in "${specs[@]}"; do
-        for b in "${bins[@]}"; do run "${b%%=*}" "${b#*=}" $spec "$k"; done
+        for ((j = 0; j < ${#bins[@]}; j++)); do
+            b="${bins[(j + k) % ${#bins[@]}]}"
+            run "${b%%=*}" "${b#*=}" $spec "$k"
+        done
     done
 done
-python3 - "$work/sgemm.json" "$out" "$work/rows" <<'PY'
+python3 - "$work/sgemm.json" "$out" "$work/rows" "${bins[@]%%=*}" <<'PY'
 import json, statistics, sys
 sg = json.load(open(sys.argv[1])); out = sys.argv[2]
-runs, labels, rounds_of = {}, [], {}
+runs, labels, rounds_of = {}, sys.argv[4:], {}
 for line in open(sys.argv[3]):
     label, m, np, th, gs, k, path = line.split()
-    if label not in labels: labels.append(label)
     runs.setdefault((label, m, int(np), int(th), gs), []).append(json.load(open(path)))
     rounds_of.setdefault((label, m, int(np), int(th), gs), {})[int(k)] = runs[(label, m, int(np), int(th), gs)][-1]
+configs = list(dict.fromkeys(key[1:] for key in runs))  # in the order they ran
+ordered = [(label,) + c for c in configs for label in labels if (label,) + c in runs]
 rows = []
-for (label, m, np, th, gs), ss in runs.items():
+for (label, m, np, th, gs) in ordered:
+    ss = runs[(label, m, np, th, gs)]
     s = max(ss, key=lambda s: s["samples_per_second"])  # the best round
     ms = s["ms_per_step"]
     rows.append({"build": label, "model": s["model"], "world_size": s["world_size"], "blas_threads": s["blas_threads"], "grad_sync": s["grad_sync"],
@@ -103,8 +108,9 @@ if len(labels) > 1:
     # Per-round ratios: both builds ran back to back in each round, so the ratio of a round is
     # measured under one machine load.
     print(f"\nsamples/s of each build over {labels[0]}'s, per round (median [min, max]):")
-    for (label, m, np, th, gs), ss in runs.items():
+    for (label, m, np, th, gs) in ordered:
         if label == labels[0]: continue
+        ss = runs[(label, m, np, th, gs)]
         mine, ref = rounds_of[(label, m, np, th, gs)], rounds_of.get((labels[0], m, np, th, gs), {})
         ratios = sorted(mine[k]["samples_per_second"] / ref[k]["samples_per_second"] for k in mine if k in ref)
         if ratios:
