@@ -12,6 +12,7 @@ Excluded (masked to "X" before the comparison, everything else must be equal byt
   summary.json   samples_per_second, train_seconds, wall_seconds, report_seconds, ms_per_step,
                  train_gflops, peak_rss_mb, peak_rss_mb_per_rank
   report.html    the same keys' rows of the summary table
+  .aetrain.lock  all of it (the PID and host of the run that held the folder)
 Checkpoints, figures (PNG/SVG) and every other file: byte for byte. Exit codes must match too.
 """
 import os, re, shutil, signal, subprocess, sys, time
@@ -149,6 +150,8 @@ CASES = {
 }
 
 def mask(rel, data):
+    if rel.endswith(".aetrain.lock"):
+        return b"X"
     if rel.endswith("metrics.jsonl") or rel.endswith("summary.json"):
         for k in TIME_KEYS:
             data = re.sub(rb'("%s" ?: ?)(\{[^}]*\}|\[[^\]]*\]|[-0-9.e+]+|null)' % k.encode(), rb"\1X", data)

@@ -83,8 +83,10 @@ struct TrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "contractive λ.") var contractiveWeight: Float?
     @Option(parsing: .unconditional, help: "VAE β on the KL term.") var beta: Float?
     @Option(parsing: .unconditional, help: "Also checkpoint every N steps (0: epoch ends only).") var checkpointEvery: Int = 0
-    @Option(parsing: .unconditional, help: "Keep the newest N checkpoints.") var keep: Int = 3
+    @Option(parsing: .unconditional, help: "Keep the newest N of this run's checkpoints (other files in OUT/checkpoints are never deleted).") var keep: Int = 3
     @Option(help: "Resume: auto (newest valid checkpoint in --out, else fresh) or a checkpoint path.") var resume: String?
+    @Flag(help: "Start a new run in an --out that holds another run's checkpoints (they are moved to OUT/checkpoints-replaced-DATE).")
+    var overwrite = false
     @Option(parsing: .unconditional, help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
     @Option(parsing: .unconditional, help: "Gradient bucket size in MB: all-reduce buckets during backward, overlapped (0: one all-reduce after backward).")
     var bucketSize: Double = 0
@@ -163,6 +165,7 @@ struct TrainOptions: ParsableArguments {
         c.checkpointEvery = checkpointEvery
         c.keep = keep
         c.resume = resume
+        c.overwrite = overwrite ? true : nil
         c.checkSync = checkSync
         c.bucketSizeMB = bucketSize
         c.gradientSync = gradSync == .auto ? nil : gradSync

@@ -74,9 +74,9 @@ struct Anomaly: ParsableCommand {
             let config = try comm.collectively("reading the configuration") { try opts.resolve(normalClass: normal, training: ckpt == nil) }!
             if let ckpt {
                 // Scoring with a checkpoint is rank 0's job; the other ranks only wait for its verdict.
-                try comm.collectively("anomaly scoring") {
+                try comm.waitingForRoot { try comm.collectively("anomaly scoring") {
                     guard comm.isRoot else { return }
-                    try TrainingRun.prepareOut(config.out)
+                    try RunFolder.prepare(out: config.out)
                     let (loaded, model) = try Checkpoint.loadModel(ckpt)
                     let test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
                     var summary = RunSummary(model: loaded.config.model.name)
@@ -84,7 +84,7 @@ struct Anomaly: ParsableCommand {
                     summary.checkpoint = ckpt
                     try Anomaly.score(model: model, test: test, config: config, summary: &summary)
                     try summary.write(out: config.out)
-                }
+                } }
             } else {
                 try TrainingRun.train(config, comm: comm) { trainer, s in
                     guard comm.isRoot else { return }

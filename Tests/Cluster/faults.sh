@@ -293,6 +293,33 @@ if [[ "$(id -u)" -eq 0 ]] && mount -t tmpfs -o size=1M tmpfs "$T/full" 2>/dev/nu
 else
     skip_case "full disk: cannot mount a 1 MiB tmpfs here (needs root and mount permission)"
 fi
+# metrics.jsonl on a full disk: a 64 KiB tmpfs with 2 pages left (the lock file takes one,
+# metrics.jsonl fills the other): every line is whole, the warning names ENOSPC, and summary.json
+# then cannot be written either (exit 4).
+mkdir -p "$T/full2"
+if [[ "$(id -u)" -eq 0 ]] && mount -t tmpfs -o size=64k tmpfs "$T/full2" 2>/dev/null; then
+    mounts+=("$T/full2")
+    head -c $((14 * 4096)) /dev/zero >"$T/full2/filler"
+    mkdir -p "$T/full2/m"
+    mkdir -p "$T/rc/full-metrics"
+    t0=$(now)
+    AET_RCDIR="$T/rc/full-metrics" timeout -k 5 60 "${mpi[@]}" "$wrap" "$bin" "${small[@]}" --data-dir "$good" --max-steps 80 --epochs 100 \
+        --on-checkpoint-error continue --out "$T/full2/m" >"$T/log/full-metrics.out" 2>"$T/log/full-metrics.err"
+    rc=$?; dt=$(secs "$t0" "$(now)")
+    judge full-metrics 4 'summary\.json: .*No space left on device' "$rc" "$dt" "$T/rc/full-metrics" "$T/log/full-metrics.err" 2
+    m="$T/full2/m/metrics.jsonl"
+    why=()
+    lines=$(grep -c . "$m" 2>/dev/null); lines=${lines:-0}
+    ((lines > 10 && lines < 80)) || why+=("$lines lines in metrics.jsonl, expected some but not all")
+    [[ "$(tail -c 1 "$m" | od -An -c | tr -d ' ')" == '\n' ]] || why+=("metrics.jsonl ends in a torn line: $(tail -c 40 "$m")")
+    bad=$(grep -cv '^{.*}$' "$m" || true)
+    ((bad == 0)) || why+=("$bad lines are not whole JSON objects")
+    grep -q "^warning: .*metrics.jsonl: cannot append metrics: No space left on device" "$T/log/full-metrics.err" \
+        || why+=("no warning naming ENOSPC ($(grep -m1 'metrics' "$T/log/full-metrics.err" | cut -c1-160))")
+    result "full-disk metrics.jsonl: $lines whole lines, $(grep -m1 'cannot append metrics' "$T/log/full-metrics.err" | sed 's/.*cannot/cannot/' | cut -c1-80)" "${why[@]}"
+else
+    skip_case "full-disk metrics.jsonl: cannot mount a 64 KiB tmpfs here (needs root and mount permission)"
+fi
 
 # ================================================================================================
 # 3. Non-finite loss: a huge learning rate.

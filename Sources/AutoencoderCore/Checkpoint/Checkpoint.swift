@@ -24,14 +24,24 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
     /// SHA-256 of the data section (both formats) and of the whole file (format 2); set on encode.
     public var dataSHA256: String?
     public var fileSHA256: String?
+    /// Mid-epoch only: Σ loss and Σ count of the epoch's applied steps so far, so that a resumed
+    /// run reports the whole epoch's train_loss. Absent in older files (and at epoch ends).
+    public var epochLossSum: Double?
+    public var epochLossCount: Double?
+    /// The earlier checkpoints of the same run (fresh start and its resumes) that were still kept
+    /// in the same folder when this one was written, oldest first (file names). A run resumed from
+    /// this file prunes those as its own; it never touches any other file.
+    public var previousCheckpoints: [String]?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", step, epoch, batchInEpoch = "batch_in_epoch", adamStep = "adam_step"
         case worldSize = "world_size", model, dataset, config, aetrainVersion = "aetrain_version"
         case dataSHA256 = "data_sha256", fileSHA256 = "file_sha256"
+        case epochLossSum = "epoch_loss_sum", epochLossCount = "epoch_loss_count", previousCheckpoints = "previous_checkpoints"
     }
 
-    public init(position: RunPosition, adamStep: Int, worldSize: Int, config: TrainConfig) {
+    public init(position: RunPosition, adamStep: Int, worldSize: Int, config: TrainConfig,
+                epochLoss: (sum: Double, count: Double)? = nil, previousCheckpoints: [String]? = nil) {
         formatVersion = Checkpoint.currentFormat
         step = position.step
         epoch = position.epoch
@@ -42,6 +52,11 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         dataset = config.dataset
         self.config = config
         aetrainVersion = AutoencoderCore.aetrainVersion
+        if let e = epochLoss, position.batchInEpoch > 0 {
+            epochLossSum = e.sum
+            epochLossCount = e.count
+        }
+        if let p = previousCheckpoints, !p.isEmpty { self.previousCheckpoints = p }
     }
 
     public var position: RunPosition {
@@ -59,6 +74,10 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         ]
         if let d = dataSHA256 { m[Safetensors.checksumKey] = d }
         if let f = fileSHA256 { m[Safetensors.fileChecksumKey] = f }
+        // Shortest decimal that reads back as the same Double.
+        if let v = epochLossSum { m["epoch_loss_sum"] = String(v) }
+        if let v = epochLossCount { m["epoch_loss_count"] = String(v) }
+        if let p = previousCheckpoints { m["previous_checkpoints"] = p.joined(separator: ",") }
         return m
     }
 
@@ -95,6 +114,14 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         aetrainVersion = m["aetrain_version"] ?? ""
         dataSHA256 = m[Safetensors.checksumKey]
         fileSHA256 = m[Safetensors.fileChecksumKey]
+        func double(_ key: String) throws -> Double? {
+            guard let s = m[key] else { return nil }
+            guard let v = Double(s) else { throw fail("checkpoint metadata \(key) '\(s.prefix(40))' is not a number") }
+            return v
+        }
+        epochLossSum = try double("epoch_loss_sum")
+        epochLossCount = try double("epoch_loss_count")
+        previousCheckpoints = m["previous_checkpoints"].map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         try validate(path: path)
     }
 
@@ -136,6 +163,30 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         guard batchInEpoch < perEpoch else {
             throw fail("batch_in_epoch \(batchInEpoch) is not below \(perEpoch), the most batches an epoch of \(n) images at batch size \(config.batchSize) has")
         }
+        // The epoch's running loss: both or neither, mid-epoch only, finite, at most the samples taken.
+        switch (epochLossSum, epochLossCount) {
+        case (nil, nil): break
+        case (let sum?, let count?):
+            guard batchInEpoch > 0 else { throw fail("epoch_loss_sum at batch_in_epoch 0 (only a mid-epoch checkpoint has one)") }
+            guard sum.isFinite && sum >= 0 else { throw fail("epoch_loss_sum \(sum) is not a finite number ≥ 0") }
+            let most = Double(batchInEpoch) * Double(config.batchSize)
+            guard count >= 0 && count <= most && count == count.rounded() else {
+                throw fail("epoch_loss_count \(count) is not a whole number in 0...\(Int(most)) (the samples of \(batchInEpoch) batches)")
+            }
+        default: throw fail("has only one of epoch_loss_sum and epoch_loss_count")
+        }
+        if let names = previousCheckpoints {
+            guard names.count < max(config.keep, 1) else {
+                throw fail("previous_checkpoints lists \(names.count) files; --keep \(config.keep) keeps at most \(config.keep - 1) besides this one")
+            }
+            var last = -1
+            for name in names {
+                guard let s = Checkpoint.step(fromFileName: name), s < step, s > last else {
+                    throw fail("previous_checkpoints entry '\(name.prefix(60))' is not the name of an earlier checkpoint (step-NNNNNNNN.safetensors, ascending, below step \(step))")
+                }
+                last = s
+            }
+        }
     }
 }
 
@@ -156,9 +207,18 @@ public enum Checkpoint {
 
     public static func fileName(step: Int) -> String { String(format: "step-%08d.safetensors", step) }
 
+    /// The step a checkpoint file name stands for (`step-NNNNNNNN.safetensors`, 8 or more digits), or nil.
+    public static func step(fromFileName name: String) -> Int? {
+        guard name.hasPrefix("step-"), name.hasSuffix(".safetensors") else { return nil }
+        let digits = name.dropFirst(5).dropLast(12)
+        guard digits.count >= 8, digits.count <= 18, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return Int(digits)
+    }
+
     /// Encodes model, optimiser and position (format 2). Refuses non-finite parameters.
     public static func encode(model: Autoencoder, adam: Adam, position: RunPosition, config: TrainConfig,
-                              worldSize: Int) throws -> Data {
+                              worldSize: Int, epochLoss: (sum: Double, count: Double)? = nil,
+                              previousCheckpoints: [String]? = nil) throws -> Data {
         let P = model.parameterCount
         guard Trainer.allFinite(model.params.pointer, P) else {
             throw AETError("refusing to write a checkpoint at step \(position.step): parameters are not finite", exitCode: ExitCode.nonFinite)
@@ -173,7 +233,8 @@ public enum Checkpoint {
         for t in model.tensors {
             list.append(("optimizer.exp_avg_sq." + t.name, t.shape, UnsafeBufferPointer(start: adam.v.pointer + t.offset, count: t.count)))
         }
-        let meta = CheckpointMetadata(position: position, adamStep: adam.step, worldSize: worldSize, config: config)
+        let meta = CheckpointMetadata(position: position, adamStep: adam.step, worldSize: worldSize, config: config,
+                                      epochLoss: epochLoss, previousCheckpoints: previousCheckpoints)
         return Safetensors.encode(tensors: list, metadata: meta.strings, fileChecksum: true)
     }
 
@@ -251,30 +312,69 @@ public enum Checkpoint {
         if let adam { adam.step = c.adamStep }
     }
 
-    /// Checkpoint files in `out`/checkpoints, newest step first.
+    /// Checkpoint files in `out`/checkpoints, newest step first (by the number, so that step
+    /// 100,000,000 comes before 99,999,999; other `step-*.safetensors` names last).
     public static func list(out: String) -> [String] {
         let dir = (out as NSString).appendingPathComponent(directoryName)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
         return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".safetensors") }
-            .sorted(by: >)
+            .sorted { a, b in
+                switch (step(fromFileName: a), step(fromFileName: b)) {
+                case let (x?, y?): return x != y ? x > y : a > b
+                case (_?, nil): return true
+                case (nil, _?): return false
+                case (nil, nil): return a > b
+                }
+            }
             .map { (dir as NSString).appendingPathComponent($0) }
     }
 }
 
 /// Rank 0 writes checkpoints (atomically) at epoch ends, every --checkpoint-every steps and on
-/// preemption; it keeps the newest --keep files. Failures are agreed across ranks.
+/// preemption; it keeps the newest --keep of the run's own. Failures are agreed across ranks.
+///
+/// The run's own checkpoints are the ones it wrote, its resume source and the earlier ones of the
+/// same run that the source lists (`previous_checkpoints`), when the source lies in
+/// OUT/checkpoints. Only those are ever pruned or replaced: any other file there (an earlier run's
+/// checkpoints, stray copies) is never deleted, whatever its step.
 public final class Checkpointer {
     let out: String
     let keep: Int
     let policy: OnCheckpointError
+    let dir: String
     public private(set) var lastPath: String?
     /// The step of the last save attempt (same on every rank).
     public private(set) var lastStep: Int = -1
+    /// File names of the run's own checkpoints in `dir`, oldest first (rank 0).
+    public private(set) var owned: [String] = []
 
     public init(config: TrainConfig) {
         out = config.out
         keep = config.keep
         policy = config.onCheckpointError
+        dir = (config.out as NSString).appendingPathComponent(Checkpoint.directoryName)
+    }
+
+    /// After a resume from `c`: when it lies in this run's checkpoint folder, it and the earlier
+    /// checkpoints it lists that still exist become the run's own (a resumed run is the same run).
+    public func adopt(_ c: Checkpoint.Loaded) {
+        let name = (c.file.path as NSString).lastPathComponent
+        guard Checkpoint.step(fromFileName: name) != nil,
+              Checkpointer.sameDirectory((c.file.path as NSString).deletingLastPathComponent, dir) else { return }
+        var names = (c.metadata.previousCheckpoints ?? []).filter {
+            var st = stat()
+            return lstat((dir as NSString).appendingPathComponent($0), &st) == 0 && st.st_mode & S_IFMT == S_IFREG
+        }
+        names.append(name)
+        owned = names
+    }
+
+    static func sameDirectory(_ a: String, _ b: String) -> Bool {
+        guard let ra = realpath(a, nil) else { return false }
+        defer { free(ra) }
+        guard let rb = realpath(b, nil) else { return false }
+        defer { free(rb) }
+        return strcmp(ra, rb) == 0
     }
 
     public func save(_ t: Trainer, reason: String) throws {
@@ -282,14 +382,7 @@ public final class Checkpointer {
         var failure: AETError? = nil
         if t.comm.isRoot {
             do {
-                let data = try Checkpoint.encode(model: t.model, adam: t.adam, position: t.position, config: t.config,
-                                                 worldSize: t.comm.size)
-                let dir = (out as NSString).appendingPathComponent(Checkpoint.directoryName)
-                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                let path = (dir as NSString).appendingPathComponent(Checkpoint.fileName(step: t.position.step))
-                try AtomicFile.write(data, to: URL(fileURLWithPath: path))
-                lastPath = path
-                prune()
+                try write(t)
             } catch let e as AETError {
                 failure = e
             } catch {
@@ -300,13 +393,33 @@ public final class Checkpointer {
             printError("warning: checkpoint not written at step \(t.position.step): \(f.message); the previous checkpoint is kept (--on-checkpoint-error continue)")
             failure = nil
         }
-        try t.comm.agree(failure.map { AETError("checkpoint failed at step \(t.position.step): \($0.message)", exitCode: $0.exitCode) },
-                         what: "checkpoint")
+        // The other ranks wait here while rank 0 writes: not a stall (untimed by the watchdog).
+        try t.comm.waitingForRoot {
+            try t.comm.agree(failure.map { AETError("checkpoint failed at step \(t.position.step): \($0.message)", exitCode: $0.exitCode) },
+                             what: "checkpoint")
+        }
     }
 
-    func prune() {
-        let files = Checkpoint.list(out: out)
-        for f in files.dropFirst(keep) { unlink(f) }
+    /// Rank 0: encodes and writes the checkpoint of the current position, then prunes the run's
+    /// own checkpoints beyond the newest --keep.
+    func write(_ t: Trainer) throws {
+        let name = Checkpoint.fileName(step: t.position.step)
+        let path = (dir as NSString).appendingPathComponent(name)
+        if mkdir(dir, 0o755) != 0 && errno != EEXIST {
+            throw AETError.io("\(dir): cannot create directory: \(String(cString: strerror(errno)))")
+        }
+        var st = stat()
+        if !owned.contains(name) && lstat(path, &st) == 0 {
+            throw AETError.io("\(path) exists and was not written by this run; not replacing it (move it away, or use another --out)")
+        }
+        let kept = Array(owned.filter { $0 != name }.suffix(keep - 1))
+        let data = try Checkpoint.encode(model: t.model, adam: t.adam, position: t.position, config: t.config,
+                                         worldSize: t.comm.size, epochLoss: t.log.epochLoss, previousCheckpoints: kept)
+        try AtomicFile.write(data, to: URL(fileURLWithPath: path))
+        lastPath = path
+        let dropped = owned.filter { !kept.contains($0) && $0 != name }
+        owned = kept + [name]
+        for f in dropped { unlink((dir as NSString).appendingPathComponent(f)) }
     }
 
     /// --resume auto: the newest checkpoint that validates; invalid ones are reported and skipped.

@@ -12,6 +12,14 @@ public final class Dataset {
     public let pixels: [UInt8]
     public let labels: [UInt8]
     public var dim: Int { rows * cols }
+    /// The files it was read from and the SHA-256 of their whole decompressed content (computed
+    /// while reading): the start-up check compares them across ranks. Nil for data made in memory.
+    public internal(set) var source: Source?
+
+    public struct Source: Equatable, Sendable {
+        public var imagesPath: String, imagesSHA256: String
+        public var labelsPath: String, labelsSHA256: String
+    }
 
     public init(name: String, count: Int, rows: Int, cols: Int, pixels: [UInt8], labels: [UInt8]) {
         self.name = name
@@ -30,7 +38,9 @@ public final class Dataset {
             px.append(contentsOf: pixels[(i * dim)..<((i + 1) * dim)])
             lb.append(labels[i])
         }
-        return Dataset(name: name, count: lb.count, rows: rows, cols: cols, pixels: px, labels: lb)
+        let d = Dataset(name: name, count: lb.count, rows: rows, cols: cols, pixels: px, labels: lb)
+        d.source = source
+        return d
     }
 }
 
@@ -84,7 +94,9 @@ public enum IDX {
             warnIfOtherDataset(expected: expected, file: split.imageFile, path: imgPath, sha256: img.sha256)
         }
         let keep = min(img.n, limit ?? img.n)
-        return Dataset(name: name, count: keep, rows: img.rows, cols: img.cols, pixels: img.pixels, labels: lbl.labels)
+        let d = Dataset(name: name, count: keep, rows: img.rows, cols: img.cols, pixels: img.pixels, labels: lbl.labels)
+        d.source = Dataset.Source(imagesPath: imgPath, imagesSHA256: img.sha256, labelsPath: lblPath, labelsSHA256: lbl.sha256)
+        return d
     }
 
     public static func emptySplitError(_ path: String, _ split: Split) -> AETError {

@@ -23,6 +23,11 @@ public protocol Communicator: AnyObject {
     func finalize()
     /// The training step currently running (for the watchdog's message).
     var currentStep: Int { get set }
+    /// Runs `body`, whose collectives wait for rank 0's own work (writing a checkpoint, the report
+    /// or summary.json, reading the resume checkpoint): on the other ranks the collective watchdog
+    /// does not count that wait, so a long write is not taken for a stalled rank. Rank 0's own
+    /// waits stay timed.
+    func waitingForRoot<T>(_ body: () throws -> T) rethrows -> T
 }
 
 extension Communicator {
@@ -93,4 +98,5 @@ public final class LocalCommunicator: Communicator {
     public func barrier(what: String) {}
     public func abort(code: Int32) -> Never { exit(code) }
     public func finalize() {}
+    public func waitingForRoot<T>(_ body: () throws -> T) rethrows -> T { try body() }
 }

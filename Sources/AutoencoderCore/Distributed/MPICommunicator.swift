@@ -31,6 +31,9 @@ public final class MPICommunicator: Communicator {
         var timeout: Double = 0
         var currentStep = 0
         var windows: [MPI_Win?] = []
+        /// > 0 while this rank waits for rank 0's own work (`waitingForRoot`): collectives begun
+        /// then are not timed.
+        var untimed = 0
     }
 
     /// True when this process was started by an MPI launcher (mpirun, srun --mpi=pmix).
@@ -99,9 +102,23 @@ public final class MPICommunicator: Communicator {
         guard state.timeout > 0 else { return }
         state.lock.lock()
         state.op = what
-        state.since = now()
+        state.since = state.untimed > 0 ? 0 : now()  // 0: the watchdog does not time it
         state.step = currentStep
         state.lock.unlock()
+    }
+
+    /// On ranks other than 0, collectives in `body` wait for rank 0's writing and are not timed.
+    public func waitingForRoot<T>(_ body: () throws -> T) rethrows -> T {
+        guard rank != 0 else { return try body() }
+        state.lock.lock()
+        state.untimed += 1
+        state.lock.unlock()
+        defer {
+            state.lock.lock()
+            state.untimed -= 1
+            state.lock.unlock()
+        }
+        return try body()
     }
 
     @inline(__always) func endCollective() {

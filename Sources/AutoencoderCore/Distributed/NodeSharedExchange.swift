@@ -74,7 +74,7 @@ final class NodeSharedExchange: GradientExchange {
         }
         let base = window.base
         if r == 0 { base.initialize(repeating: 0, count: total) }
-        window.sync(what: "shared memory set-up")
+        comm.waitingForRoot { window.sync(what: "shared memory set-up") }  // rank 0 zeroing it is not a stall
         adam.rebind(m: FloatBuffer(borrowing: base, count: P), v: FloatBuffer(borrowing: base + pa, count: P))
         model.rebind(grads: FloatBuffer(borrowing: base + g0 + r * stride, count: P + E))
         let sources = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: W)

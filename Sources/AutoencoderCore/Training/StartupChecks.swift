@@ -22,6 +22,46 @@ extension TrainingRun {
         try comm.agree(err, what: "config check")
     }
 
+    /// Checks that every rank read the same data as rank 0: the SHA-256 of each of the four files'
+    /// whole decompressed content (computed while reading them, so this costs three small
+    /// collectives) and the split sizes. A copy that differs on any rank (one pixel, another count)
+    /// stops every rank at once with the same line naming the rank and the file (exit 6).
+    public static func checkSameData(train: Dataset, test: Dataset, comm: Communicator) throws {
+        guard comm.size > 1 else { return }
+        // Per split: images SHA-256, labels SHA-256, count; then the paths (for the message only).
+        func facts(_ d: Dataset) -> [String] {
+            [d.source?.imagesSHA256 ?? "", d.source?.labelsSHA256 ?? "", String(d.count)]
+        }
+        func paths(_ d: Dataset) -> [String] { [d.source?.imagesPath ?? "images", d.source?.labelsPath ?? "labels"] }
+        let mine = facts(train) + facts(test), myPaths = paths(train) + paths(test)
+        func decode(_ b: [UInt8]) -> [String] { String(decoding: b, as: UTF8.self).split(separator: "\0", omittingEmptySubsequences: false).map(String.init) }
+        var root = Array(mine.joined(separator: "\0").utf8)
+        comm.broadcast(&root, root: 0, what: "data check")
+        let rootFacts = decode(root)
+        var v: [Double] = rootFacts != mine ? [1, Double(comm.size - comm.rank)] : [0, 0]
+        comm.allreduceMax(&v, count: 2, what: "data check")
+        guard v[0] == 1 else { return }
+        // The lowest rank that differs sends its facts and paths, so that every rank prints the same line.
+        let bad = comm.size - Int(v[1])
+        var theirs = Array((mine + myPaths).joined(separator: "\0").utf8)
+        comm.broadcast(&theirs, root: bad, what: "data check")
+        let other = decode(theirs)
+        guard other.count == 10, rootFacts.count == 6 else {
+            throw AETError("rank \(bad) read other data than rank 0; every rank must read identical copies of the data files",
+                           exitCode: ExitCode.distributed, allRanks: true)
+        }
+        var what: [String] = []
+        for (i, p, name) in [(0, 6, "training images"), (1, 7, "training labels"), (3, 8, "test images"), (4, 9, "test labels")]
+        where other[i] != rootFacts[i] {
+            what.append("\(other[p]) (\(name)) has SHA-256 \(other[i].prefix(12))… of its content there, \(rootFacts[i].prefix(12))… on rank 0")
+        }
+        for (i, split) in [(2, "training"), (5, "test")] where other[i] != rootFacts[i] {
+            what.append("\(other[i]) \(split) images there, \(rootFacts[i]) on rank 0")
+        }
+        throw AETError("rank \(bad) read other data than rank 0: \(what.joined(separator: "; ")); every rank must read identical copies of the data files",
+                       exitCode: ExitCode.distributed, allRanks: true)
+    }
+
     /// Nested JSON object → ["adam.lr": "0.001", …], for naming differences.
     static func flatten(_ obj: [String: Any], prefix: String = "") -> [String: String] {
         var out: [String: String] = [:]
@@ -57,8 +97,10 @@ extension TrainingRun {
         if c.config.dataset != config.dataset {
             throw AETError.data("\(path): checkpoint was trained on \(c.config.dataset.rawValue), this run uses \(config.dataset.rawValue)")
         }
-        if c.config.batchSize != config.batchSize || c.config.seed != config.seed || c.config.trainLimit != config.trainLimit {
-            printError("warning: resuming with a different --batch-size, --seed or --train-limit; the data order will not continue the original run")
+        // Another --batch-size continues the same sample order (the position is re-mapped onto the
+        // new batches and a line says so); another seed or training set is another order.
+        if c.config.seed != config.seed || c.config.trainLimit != config.trainLimit {
+            printError("warning: resuming with a different --seed or --train-limit; the data order will not continue the original run")
         }
     }
 

@@ -32,6 +32,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var checkpointEvery: Int = 0
     public var keep: Int = 3
     public var resume: String? = nil
+    /// --overwrite: a fresh run into a folder with another run's checkpoints moves them aside
+    /// (nil when not given, so that older configs and checkpoints read the same).
+    public var overwrite: Bool? = nil
     public var checkSync: Int = 0
     /// Gradient bucket size in MB for all-reduce overlapped with backward (0: one blocking all-reduce).
     public var bucketSizeMB: Double = 0
@@ -108,6 +111,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         }
         if let c = normalClass, !(0...9).contains(c) { throw AETError.usage("--normal-class \(c): must be 0...9") }
         if resume == "" { throw AETError.usage("--resume: empty path (pass auto or a checkpoint file)") }
+        if overwrite == true, let r = resume {
+            throw AETError.usage("--overwrite starts a new run; it cannot be combined with --resume \(r)")
+        }
         if out.isEmpty { throw AETError.usage("--out: empty path") }
     }
 

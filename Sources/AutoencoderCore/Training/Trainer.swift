@@ -95,7 +95,7 @@ public final class Trainer {
                 let report = try step(nextBatch())
                 try observe(report)
             }
-            if position.batchInEpoch == batchesPerEpoch { try endEpoch() }
+            if position.batchInEpoch >= batchesPerEpoch { try endEpoch() }
         }
         return try finish(wallStart: wallStart)
     }
@@ -132,7 +132,12 @@ public final class Trainer {
     /// checkpoint cadence. Every rank calls it; what only rank 0 does is decided inside.
     func observe(_ r: StepReport) throws {
         log.stepEnded(r)
-        if r.totals.stopRequested { try stopForSignal() }
+        if r.totals.stopRequested {
+            // On the epoch's last step the epoch ends first (evaluation, epoch checkpoint), so that
+            // no checkpoint records batch_in_epoch = batches per epoch.
+            if position.batchInEpoch >= batchesPerEpoch { try endEpoch() }
+            try stopForSignal()
+        }
         if config.checkSync > 0 && position.step % config.checkSync == 0 { try checkSync() }
         if config.checkpointEvery > 0 && position.step % config.checkpointEvery == 0 && position.batchInEpoch < batchesPerEpoch {
             try checkpoints?.save(self, reason: "step")
@@ -141,10 +146,11 @@ public final class Trainer {
 
     // MARK: the phases
 
-    /// The epoch's sample order: the same seeded permutation on every rank.
+    /// The epoch's sample order: the same seeded permutation on every rank. The epoch's running
+    /// loss starts at zero unless a resume restored it mid-epoch.
     func beginEpoch() {
         order = Streams.permutation(n: trainSet.count, seed: config.seed, epoch: position.epoch)
-        log.epochBegan()
+        if position.batchInEpoch == 0 { log.epochBegan() }
     }
 
     /// The global batch at the current position, and this rank's slice of it.
@@ -197,7 +203,10 @@ public final class Trainer {
     func stopForSignal() throws {
         log.endProgressLine()
         let sig = Signals.pending
-        try checkpoints?.save(self, reason: "preempt")
+        // Unless the epoch end just wrote (and every rank agreed on) this step's checkpoint.
+        if let c = checkpoints, c.lastStep != position.step || config.onCheckpointError == .continue {
+            try c.save(self, reason: "preempt")
+        }
         throw AETError("stopped by \(sig != 0 ? Signals.name(sig) : "a signal on another rank") at step \(position.step); checkpoint written, continue with --resume auto",
                        exitCode: ExitCode.preempted, allRanks: true)
     }
@@ -211,7 +220,14 @@ public final class Trainer {
         position.batchInEpoch = 0
         log.epochEnded(position, evaluation: e)
         try checkpoints?.save(self, reason: "epoch")
-        if comm.isRoot { try onEpochEnd?(self) }
+        // Rank 0's epoch hook (the report) while the others wait, untimed: writing is not a stall.
+        if config.reportEveryEpoch && config.report {
+            try comm.waitingForRoot {
+                try comm.agree(comm.isRoot ? catching { try onEpochEnd?(self) } : nil, what: "epoch report")
+            }
+        } else if comm.isRoot {
+            try onEpochEnd?(self)
+        }
     }
 
     /// After the last step: a final checkpoint and evaluation when the last epoch end did not
@@ -276,17 +292,42 @@ public final class Trainer {
     /// Fresh parameters: rank 0 initialises and broadcasts (hvd.broadcast_parameters).
     public func initializeParameters() {
         if comm.isRoot { model.initialize(config.initScheme, seed: config.seed) }
-        comm.broadcast(model.params.pointer, bytes: model.parameterCount * 4, root: 0, what: "parameter broadcast")
+        comm.waitingForRoot {  // rank 0 initialising them is not a stall
+            comm.broadcast(model.params.pointer, bytes: model.parameterCount * 4, root: 0, what: "parameter broadcast")
+        }
     }
 
-    /// Broadcasts parameters, Adam moments and the position from rank 0 (after a resume).
+    /// Broadcasts parameters, Adam moments, the position and the epoch's running loss from rank 0
+    /// (after a resume).
     public func broadcastState() {
         comm.broadcast(model.params.pointer, bytes: model.parameterCount * 4, root: 0, what: "parameter broadcast")
         exchange.shareOptimizerState()
-        var pos = [Double(position.epoch), Double(position.batchInEpoch), Double(position.step), Double(adam.step)]
+        let loss = log.epochLoss
+        var pos = [Double(position.epoch), Double(position.batchInEpoch), Double(position.step), Double(adam.step), loss.sum, loss.count]
         comm.broadcastDoubles(&pos, root: 0, what: "position broadcast")
         position.epoch = Int(pos[0]); position.batchInEpoch = Int(pos[1]); position.step = Int(pos[2])
         adam.step = Int(pos[3])
+        log.epochLoss = (pos[4], pos[5])
+    }
+
+    /// A resumed position on this run's epoch geometry. The checkpoint counted `batchInEpoch`
+    /// batches of `checkpointBatchSize`; this run's epoch has `batchesPerEpoch` batches of
+    /// --batch-size over `trainSet.count` images. Same batch size and a batch that exists: kept
+    /// as it is (a bit-exact resume). Otherwise the samples consumed in the epoch pick the batch
+    /// (rounded down: none of the epoch's samples is skipped); past this run's epoch, the next
+    /// epoch begins. Returns the position and, when it changed, one line saying so.
+    func mapOntoEpoch(_ p: RunPosition, checkpointBatchSize: Int) -> (position: RunPosition, note: String?) {
+        if checkpointBatchSize == config.batchSize && p.batchInEpoch < batchesPerEpoch { return (p, nil) }
+        let consumed = p.batchInEpoch * checkpointBatchSize
+        var q = p
+        let was = "the checkpoint is \(consumed) samples into epoch \(p.epoch + 1) (batch \(p.batchInEpoch) at batch size \(checkpointBatchSize))"
+        if consumed >= trainSet.count {
+            q.epoch += 1
+            q.batchInEpoch = 0
+            return (q, "resume: \(was), past the end of this run's epoch of \(trainSet.count) images; epoch \(p.epoch + 1) counts as done (no evaluation line) and epoch \(q.epoch + 1) begins")
+        }
+        q.batchInEpoch = consumed / config.batchSize
+        return (q, "resume: \(was); at batch size \(config.batchSize) epoch \(p.epoch + 1) continues at batch \(q.batchInEpoch) of \(batchesPerEpoch)")
     }
 
     public func openMetrics(resumedAt step: Int?) throws {

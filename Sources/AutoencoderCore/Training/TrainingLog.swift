@@ -33,6 +33,13 @@ final class TrainingLog {
     /// Mean training loss over the current (or last) epoch's applied steps; NaN when none.
     var epochMeanLoss: Double { epochCount > 0 ? epochLossSum / epochCount : .nan }
 
+    /// Σ loss and Σ count of the current epoch's applied steps: stored in a mid-epoch checkpoint
+    /// and restored on resume, so that the epoch's train_loss covers all of its steps.
+    var epochLoss: (sum: Double, count: Double) {
+        get { (epochLossSum, epochCount) }
+        set { (epochLossSum, epochCount) = (newValue.sum, newValue.count) }
+    }
+
     func epochBegan() {
         epochLossSum = 0
         epochCount = 0

@@ -10,10 +10,13 @@ public enum TrainingRun {
                              afterRun: ((Trainer, inout RunSummary) throws -> Void)? = nil) throws -> RunSummary {
         try checkBeforeStart(config, comm: comm)
         let (train, test) = try loadData(config, comm: comm)
+        try checkSameData(train: train, test: test, comm: comm)
         let trainer = try Trainer(config: config, comm: comm, train: train, test: test)
         trainer.checkpoints = Checkpointer(config: config)
         let resumedStep = try resumeOrInitialize(trainer)
-        try comm.agree(comm.isRoot ? catching { try trainer.openMetrics(resumedAt: resumedStep) } : nil, what: "opening metrics.jsonl")
+        try comm.waitingForRoot {
+            try comm.agree(comm.isRoot ? catching { try trainer.openMetrics(resumedAt: resumedStep) } : nil, what: "opening metrics.jsonl")
+        }
         let pca = PCABaseline(train: train, test: test, components: trainer.model.latent)
         if config.reportEveryEpoch && config.report && comm.isRoot { reportAfterEachEpoch(trainer, pca: pca) }
         if comm.isRoot {
@@ -34,7 +37,9 @@ public enum TrainingRun {
         try checkSameConfig(config, comm: comm)
         try launchCheck(comm: comm)
         try comm.agree(catching { try config.validate(worldSize: comm.size) }, what: "config validation")
-        try comm.agree(comm.isRoot ? catching { try prepareOut(config.out) } : nil, what: "output directory check")
+        try comm.waitingForRoot {
+            try comm.agree(comm.isRoot ? catching { try RunFolder.prepare(config) } : nil, what: "output directory check")
+        }
     }
 
     /// The training and test splits (every rank holds the UInt8 images once).
@@ -59,7 +64,8 @@ public enum TrainingRun {
             trainer.initializeParameters()
             return nil
         }
-        let loaded: Checkpoint.Loaded?? = try comm.collectively("resume") {
+        // The other ranks wait while rank 0 reads and checks the file (untimed by the watchdog).
+        let loaded: Checkpoint.Loaded?? = try comm.waitingForRoot { try comm.collectively("resume") {
             guard comm.isRoot else { return nil }
             let c: Checkpoint.Loaded?
             if r == "auto" {
@@ -71,11 +77,17 @@ public enum TrainingRun {
             if let c {
                 try compatible(c, with: config)
                 try Checkpoint.restore(c, into: trainer.model, adam: trainer.adam)
-                trainer.position = c.position
+                trainer.checkpoints?.adopt(c)
                 printError("resuming from \(c.file.path) at step \(c.position.step) (epoch \(c.position.epoch + 1), batch \(c.position.batchInEpoch))")
+                let (position, note) = trainer.mapOntoEpoch(c.position, checkpointBatchSize: c.config.batchSize)
+                trainer.position = position
+                if let note { printError(note) }
+                if position.batchInEpoch > 0, let sum = c.metadata.epochLossSum, let count = c.metadata.epochLossCount {
+                    trainer.log.epochLoss = (sum, count)
+                }
             }
             return c
-        }
+        } }
         var flag = [((loaded ?? nil) != nil) ? 1.0 : 0.0]
         comm.broadcastDoubles(&flag, root: 0, what: "resume broadcast")
         guard flag[0] == 1 else {
@@ -135,8 +147,9 @@ public enum TrainingRun {
     }
 
     /// Rank 0 writes summary.json (a failure stops every rank) and the closing line.
+    /// The other ranks wait here, untimed, while rank 0 scores, writes the report and the summary.
     static func finish(_ summary: RunSummary, config: TrainConfig, comm: Communicator) throws {
-        guard comm.isRoot else { return try comm.agree(nil, what: "writing summary.json") }
+        guard comm.isRoot else { return try comm.waitingForRoot { try comm.agree(nil, what: "writing summary.json") } }
         try comm.agree(catching { try summary.write(out: config.out) }, what: "writing summary.json")
         printError(String(format: "done: %d steps, test MSE %.6f, test BCE %.6f, %.0f samples/s; outputs in %@",
                           summary.steps ?? 0, summary.testMSE ?? .nan, summary.testBCE ?? .nan, summary.samplesPerSecond ?? 0, config.out))

@@ -35,7 +35,10 @@ final class CheckpointValidationTests: XCTestCase {
         adam.step = 6
         var pos = RunPosition()
         pos.step = 6; pos.epoch = 1; pos.batchInEpoch = 2
-        let data = try Checkpoint.encode(model: model, adam: adam, position: pos, config: config, worldSize: 2)
+        // Mid-epoch: the epoch's running loss (a sum that needs all 17 digits) and the run's
+        // earlier checkpoints still kept (--keep 3: two besides this one).
+        let data = try Checkpoint.encode(model: model, adam: adam, position: pos, config: config, worldSize: 2,
+                                         epochLoss: (0.1 + 0.2, 128), previousCheckpoints: ["step-00000002.safetensors", "step-00000004.safetensors"])
         return (data, config, model)
     }
 
@@ -100,6 +103,10 @@ final class CheckpointValidationTests: XCTestCase {
         XCTAssertEqual(c.metadata.dataset, .mnist)
         XCTAssertEqual(c.metadata.config, config)
         XCTAssertEqual(c.metadata.aetrainVersion, aetrainVersion)
+        XCTAssertEqual(c.metadata.epochLossSum, 0.1 + 0.2)  // bit for bit
+        XCTAssertEqual(c.metadata.epochLossCount, 128)
+        XCTAssertEqual(c.metadata.previousCheckpoints, ["step-00000002.safetensors", "step-00000004.safetensors"])
+        XCTAssertEqual(c.file.metadata["previous_checkpoints"], "step-00000002.safetensors,step-00000004.safetensors")
         XCTAssertEqual(c.layout.parameterCount, model.parameterCount)
         // The typed struct and the string map are the same contract, both ways.
         XCTAssertEqual(try CheckpointMetadata(strings: c.metadata.strings, path: p), c.metadata)
@@ -149,6 +156,20 @@ final class CheckpointValidationTests: XCTestCase {
             ("normal class", { m in self.configEdit(&m) { $0["normalClass"] = 12 } }, "--normal-class 12"),
             ("empty encoder", { m in self.configEdit(&m) { c in var s = c["model"] as! [String: Any]; s["encoder"] = [Any](); c["model"] = s } },
              "the encoder has no layers"),
+            ("loss sum alone", { $0["epoch_loss_count"] = nil }, "only one of epoch_loss_sum and epoch_loss_count"),
+            ("loss sum text", { $0["epoch_loss_sum"] = "0.3x" }, "epoch_loss_sum '0.3x' is not a number"),
+            ("loss sum nan", { $0["epoch_loss_sum"] = "nan" }, "epoch_loss_sum nan"),
+            ("loss sum negative", { $0["epoch_loss_sum"] = "-0.5" }, "epoch_loss_sum -0.5"),
+            ("loss count past the batches", { $0["epoch_loss_count"] = "129" }, "epoch_loss_count 129.0 is not a whole number in 0...128"),
+            ("loss count fraction", { $0["epoch_loss_count"] = "2.5" }, "epoch_loss_count 2.5"),
+            ("loss at an epoch end", { $0["batch_in_epoch"] = "0"; $0["epoch_loss_count"] = "0" }, "epoch_loss_sum at batch_in_epoch 0"),
+            ("previous path", { $0["previous_checkpoints"] = "../../etc/passwd" }, "previous_checkpoints entry '../../etc/passwd'"),
+            ("previous later", { $0["previous_checkpoints"] = "step-00000007.safetensors" }, "previous_checkpoints entry 'step-00000007.safetensors'"),
+            ("previous itself", { $0["previous_checkpoints"] = "step-00000006.safetensors" }, "entry 'step-00000006.safetensors'"),
+            ("previous descending", { $0["previous_checkpoints"] = "step-00000004.safetensors,step-00000002.safetensors" }, "entry 'step-00000002.safetensors'"),
+            ("previous empty entry", { $0["previous_checkpoints"] = "step-00000002.safetensors," }, "entry ''"),
+            ("previous past --keep", { $0["previous_checkpoints"] = "step-00000001.safetensors,step-00000002.safetensors,step-00000004.safetensors" },
+             "previous_checkpoints lists 3 files; --keep 3"),
         ]
         for format in [1, 2] {
             for (what, edit, cause) in cases {
