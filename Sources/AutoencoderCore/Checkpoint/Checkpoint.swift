@@ -24,11 +24,14 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
     /// SHA-256 of the data section (both formats) and of the whole file (format 2); set on encode.
     public var dataSHA256: String?
     public var fileSHA256: String?
+    /// The best monitored value and early-stopping count (runs with --keep-best, --monitor,
+    /// --early-stop or --val-split); the string `monitor_state` holds it as JSON.
+    public var monitorState: MonitorState?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", step, epoch, batchInEpoch = "batch_in_epoch", adamStep = "adam_step"
         case worldSize = "world_size", model, dataset, config, aetrainVersion = "aetrain_version"
-        case dataSHA256 = "data_sha256", fileSHA256 = "file_sha256"
+        case dataSHA256 = "data_sha256", fileSHA256 = "file_sha256", monitorState = "monitor_state"
     }
 
     public init(position: RunPosition, adamStep: Int, worldSize: Int, config: TrainConfig) {
@@ -59,6 +62,7 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         ]
         if let d = dataSHA256 { m[Safetensors.checksumKey] = d }
         if let f = fileSHA256 { m[Safetensors.fileChecksumKey] = f }
+        if let s = monitorState { m["monitor_state"] = s.json() }
         return m
     }
 
@@ -95,6 +99,11 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         aetrainVersion = m["aetrain_version"] ?? ""
         dataSHA256 = m[Safetensors.checksumKey]
         fileSHA256 = m[Safetensors.fileChecksumKey]
+        if let s = m["monitor_state"] {
+            do { monitorState = try JSON.decode(MonitorState.self, from: s) } catch {
+                throw fail("checkpoint metadata monitor_state is not a readable monitor state")
+            }
+        }
         try validate(path: path)
     }
 
@@ -126,6 +135,7 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         guard (1...TrainConfig.maxWorldSize).contains(worldSize) else { throw fail("world_size \(worldSize) out of range 1...\(TrainConfig.maxWorldSize)") }
         guard model == config.model.name else { throw fail("model \(model) differs from the config's model \(config.model.name)") }
         guard dataset == config.dataset else { throw fail("dataset \(dataset.rawValue) differs from the config's \(config.dataset.rawValue)") }
+        do { try monitorState?.validate(step: step) } catch let e as AETError { throw fail(e.message) }
         do { try config.validateValues() } catch let e as AETError {
             throw fail("config is invalid: \(e.message)")
         }
@@ -158,7 +168,7 @@ public enum Checkpoint {
 
     /// Encodes model, optimiser and position (format 2). Refuses non-finite parameters.
     public static func encode(model: Autoencoder, adam: Adam, position: RunPosition, config: TrainConfig,
-                              worldSize: Int) throws -> Data {
+                              worldSize: Int, monitorState: MonitorState? = nil) throws -> Data {
         let P = model.parameterCount
         guard Trainer.allFinite(model.params.pointer, P) else {
             throw AETError("refusing to write a checkpoint at step \(position.step): parameters are not finite", exitCode: ExitCode.nonFinite)
@@ -173,7 +183,8 @@ public enum Checkpoint {
         for t in model.tensors {
             list.append(("optimizer.exp_avg_sq." + t.name, t.shape, UnsafeBufferPointer(start: adam.v.pointer + t.offset, count: t.count)))
         }
-        let meta = CheckpointMetadata(position: position, adamStep: adam.step, worldSize: worldSize, config: config)
+        var meta = CheckpointMetadata(position: position, adamStep: adam.step, worldSize: worldSize, config: config)
+        meta.monitorState = monitorState
         return Safetensors.encode(tensors: list, metadata: meta.strings, fileChecksum: true)
     }
 
@@ -283,7 +294,7 @@ public final class Checkpointer {
         if t.comm.isRoot {
             do {
                 let data = try Checkpoint.encode(model: t.model, adam: t.adam, position: t.position, config: t.config,
-                                                 worldSize: t.comm.size)
+                                                 worldSize: t.comm.size, monitorState: t.selector?.state)
                 let dir = (out as NSString).appendingPathComponent(Checkpoint.directoryName)
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 let path = (dir as NSString).appendingPathComponent(Checkpoint.fileName(step: t.position.step))

@@ -13,6 +13,24 @@ public enum RunReport {
         }
     }
 
+    /// The per-pixel test MSE of the simplest baseline: every test image predicted by the mean
+    /// training image.
+    public static func meanImageBaseline(train: Dataset, test: Dataset) -> Double {
+        let d = train.dim
+        guard train.count > 0, test.count > 0, test.dim == d else { return .nan }
+        var sum = [Double](repeating: 0, count: d)
+        for i in 0..<train.count { for j in 0..<d { sum[j] += Double(train.pixels[i * d + j]) } }
+        let mean = sum.map { $0 / Double(train.count) / 255 }
+        var se = 0.0
+        for i in 0..<test.count {
+            for j in 0..<d {
+                let e = Double(test.pixels[i * d + j]) / 255 - mean[j]
+                se += e * e
+            }
+        }
+        return se / Double(test.count * d)
+    }
+
     /// One test image index per class (the first of each label), in label order.
     public static func onePerClass(_ ds: Dataset) -> [Int] {
         var first = [Int](repeating: -1, count: 10)

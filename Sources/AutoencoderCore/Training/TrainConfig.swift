@@ -44,6 +44,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var normalClass: Int? = nil
     public var report: Bool = true
     public var reportEveryEpoch: Bool = false
+    /// --keep-best, --monitor, --early-stop, --val-split (nil when none is given, so that the
+    /// config of a run without them is unchanged).
+    public var selection: ModelSelection? = nil
 
     public init(model: ModelSpec) { self.model = model }
 
@@ -109,6 +112,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         if let c = normalClass, !(0...9).contains(c) { throw AETError.usage("--normal-class \(c): must be 0...9") }
         if resume == "" { throw AETError.usage("--resume: empty path (pass auto or a checkpoint file)") }
         if out.isEmpty { throw AETError.usage("--out: empty path") }
+        try selection?.validate()
     }
 
     /// --collective-timeout: a finite number of seconds ≥ 0 (0 disables the watchdog).
