@@ -9,7 +9,7 @@ struct AETrain: ParsableCommand {
         abstract: "Train autoencoders on MNIST and Fashion-MNIST, data-parallel over MPI.",
         discussion: "Run under mpirun for data-parallel training: mpirun -np 4 aetrain [train options]. Without mpirun it runs as a single rank.",
         version: aetrainVersion,
-        subcommands: [Train.self, Eval.self, Encode.self, Reconstruct.self, Info.self, Fetch.self, Models.self, Generate.self, PCACommand.self, Anomaly.self, Denoise.self, Bench.self, CommSelfTest.self],
+        subcommands: [Train.self, Eval.self, Encode.self, Reconstruct.self, Info.self, Fetch.self, Models.self, Generate.self, PCACommand.self, Anomaly.self, Denoise.self, Compare.self, Bench.self, CommSelfTest.self],
         defaultSubcommand: Train.self)
 
     /// Parse errors become one line on stderr and exit code 2; --help and --version print as usual.

@@ -114,25 +114,18 @@ public enum RunReport {
             if model.latent == 2 { grid = manifold(model: model) }
         }
         let summary = try typed.jsonObject()
-        let keys = summary.keys.sorted()
-        let rows = keys.map { k -> (key: String, value: String) in
-            let v = summary[k]!
-            if let d = v as? Double { return (k, String(format: "%.6g", d)) }
-            if let o = v as? [String: Any] { return (k, JSON.encode(o)) }
-            if let a = v as? [Any], let data = try? JSONSerialization.data(withJSONObject: JSON.sanitize(a)) {
-                return (k, String(decoding: data, as: UTF8.self))
-            }
-            return (k, "\(v)")
-        }
+        let rows = summary.keys.sorted().map { (key: $0, value: summary[$0]! as Any) }
+        let written = RunConfigFile.written(t.config)
         let inputs = ReportInputs(
             title: "aetrain: \(config.model.name) on \(config.dataset.rawValue)",
-            configJSON: config.json(pretty: true), summary: rows, classNames: config.dataset.classNames,
+            config: written.keys.sorted().map { (key: $0, value: written[$0]! as Any) }, summary: rows, classNames: config.dataset.classNames,
             originals: originals, reconstructions: images(rec.output, count: views.count),
             noisy: config.noise == nil ? nil : images(rec.noisy, count: views.count),
             codes: codes, codeDim: model.latent, codeLabels: Array(test.labels.prefix(codeCount)),
             trainLoss: trainCurve, testMSE: testCurve, samples: samples, manifold: grid,
             aeTestMSE: typed.testMSE, pcaTestMSE: pcaTestMSE,
-            pcaComponents: pcaTestMSE == nil ? nil : min(model.latent, 784))
+            pcaComponents: pcaTestMSE == nil ? nil : min(model.latent, 784),
+            meanImageTestMSE: typed.meanImageTestMSE)
         var withExtras = inputs
         withExtras.extraFigures = t.reportExtras
         return try Report.write(withExtras, to: URL(fileURLWithPath: config.out).appendingPathComponent("report"))

@@ -197,17 +197,24 @@ public final class ModelSelector {
     /// the updated state).
     func evaluated(_ r: EvaluationRecord, trainer t: Trainer) throws {
         guard let v = r.value(selection.monitor) else { return }
-        // Best: strictly lower than every earlier value (ModelCheckpoint save_best_only); NaN never is.
+        if record(v, step: r.step, epoch: r.epoch, atEpochEnd: r.atEpochEnd) && selection.keepBest { try writeBest(t) }
+    }
+
+    /// Takes one monitored value; returns whether it is a new best (then best.safetensors is due).
+    /// Best: strictly lower than every earlier value (Keras ModelCheckpoint save_best_only);
+    /// NaN and ±Inf never are. Early stopping (Keras EarlyStopping, mode min) counts epoch-end
+    /// evaluations only: one improves when it is lower than the reference by more than
+    /// MIN_DELTA; PATIENCE evaluations in a row that do not stop the run.
+    @discardableResult
+    public func record(_ v: Double, step: Int, epoch: Int, atEpochEnd: Bool) -> Bool {
         let improved = v.isFinite && v < (state.best ?? .infinity)
         if improved {
             state.best = v
-            state.bestStep = r.step
-            state.bestEpoch = r.epoch
+            state.bestStep = step
+            state.bestEpoch = epoch
         }
-        // Early stopping counts epoch-end evaluations only (as Keras counts epochs): one is an
-        // improvement when it is lower than the reference by more than MIN_DELTA.
-        if let es = selection.earlyStop, r.atEpochEnd {
-            if v + es.minDelta < (state.earlyStopBest ?? .infinity) {
+        if let es = selection.earlyStop, atEpochEnd {
+            if v.isFinite && v + es.minDelta < (state.earlyStopBest ?? .infinity) {
                 state.earlyStopBest = v
                 state.wait = 0
             } else {
@@ -215,7 +222,7 @@ public final class ModelSelector {
                 if state.wait >= es.patience { stopped = true }
             }
         }
-        if improved && selection.keepBest { try writeBest(t) }
+        return improved
     }
 
     /// Rank 0 writes the current model as OUT/checkpoints/best.safetensors (atomically, the
