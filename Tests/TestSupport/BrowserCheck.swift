@@ -11,6 +11,9 @@ public enum BrowserCheck {
         public var scrollWidth: Int
         public var innerWidth: Int
         public var images: [(src: String, naturalWidth: Int, complete: Bool)]
+        /// Boxes (tables, scroll containers) whose content is wider than they are: the page
+        /// does not overflow, but the reader would scroll inside them.
+        public var scrolledBoxes: Int
         public var overflows: Bool { scrollWidth > innerWidth }
         public var brokenImages: [String] { images.filter { !$0.complete || $0.naturalWidth <= 0 }.map(\.src) }
     }
@@ -32,8 +35,11 @@ public enum BrowserCheck {
       });
       var out = document.createElement('pre');
       out.id = 'aetrain-browser-check';
+      var boxes = Array.prototype.filter.call(document.querySelectorAll('.scroll, pre, table'), function (e) {
+        return e.scrollWidth > e.clientWidth + 1;
+      }).length;
       out.textContent = 'CHECK' + JSON.stringify({ scrollWidth: document.documentElement.scrollWidth,
-                                                   innerWidth: window.innerWidth, images: imgs }) + 'CHECK';
+                                                   innerWidth: window.innerWidth, images: imgs, scrolledBoxes: boxes }) + 'CHECK';
       document.body.appendChild(out);
     });
     </script>
@@ -75,7 +81,7 @@ public enum BrowserCheck {
         }
         return Result(scrollWidth: sw, innerWidth: iw, images: imgs.map {
             (($0["src"] as? String) ?? "", ($0["w"] as? Int) ?? 0, ($0["complete"] as? Bool) ?? false)
-        })
+        }, scrolledBoxes: (o["scrolledBoxes"] as? Int) ?? -1)
     }
 
     /// A PNG screenshot of `page` at `width` (to look at).

@@ -57,8 +57,9 @@ extension TrainingRun {
         if c.config.dataset != config.dataset {
             throw AETError.data("\(path): checkpoint was trained on \(c.config.dataset.rawValue), this run uses \(config.dataset.rawValue)")
         }
-        if c.config.batchSize != config.batchSize || c.config.seed != config.seed || c.config.trainLimit != config.trainLimit {
-            printError("warning: resuming with a different --batch-size, --seed or --train-limit; the data order will not continue the original run")
+        if c.config.batchSize != config.batchSize || c.config.seed != config.seed || c.config.trainLimit != config.trainLimit
+            || c.config.selection?.valSplit != config.selection?.valSplit {
+            printError("warning: resuming with a different --batch-size, --seed, --train-limit or --val-split; the data order will not continue the original run")
         }
     }
 

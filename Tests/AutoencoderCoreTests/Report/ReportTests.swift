@@ -37,7 +37,7 @@ final class ReportTests: XCTestCase {
                       (key: "odd<&>key", value: "<script>alert(1)</script>"), (key: "samples_per_second", value: 74997.3),
                       (key: "wall_seconds", value: 12.34), (key: "world_size", value: 2), (key: "stop_reason", value: "early_stop"),
                       (key: "ms_per_step", value: ["forward": 0.59312, "backward": 0.957]),
-                      (key: "checkpoint", value: "/a/very/long/path/" + String(repeating: "segment-", count: 40) + "step-00004690.safetensors")],
+                      (key: "checkpoint", value: "/a/very/long/path/" + String(repeating: "segment_", count: 40) + "step-00004690.safetensors")],
             classNames: classNames,
             originals: originals,
             reconstructions: originals.map { $0.map { $0 * 0.9 } },
@@ -197,6 +197,7 @@ final class ReportTests: XCTestCase {
         let r = try BrowserCheck.check(page, width: 1280)
         XCTAssertEqual(r.innerWidth, 1280)
         XCTAssertFalse(r.overflows, "report.html is \(r.scrollWidth) px wide at a 1280 px window")
+        XCTAssertEqual(r.scrolledBoxes, 0, "a table scrolls sideways at 1280 px (the long path must wrap)")
         XCTAssertEqual(r.images.count, 5, "\(r.images.map(\.src))")
         XCTAssertEqual(r.brokenImages, [], "images that did not load")
         // At a phone's width the page still fits (figures scale down, the two columns stack).
