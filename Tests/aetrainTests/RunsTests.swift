@@ -174,7 +174,7 @@ final class RunsTests: XCTestCase {
             (try write("type.toml", "epochs = \"three\"\n"), "key \"epochs\" must be an integer, not a string", ExitCode.usage),
             (try write("syntax.toml", "epochs = \n"), "not valid TOML", ExitCode.usage),
             (try write("value.json", "{\"lr\": -1}"), "--lr -1", ExitCode.usage),
-            (dir + "/missing.json", dir + "/missing.json", ExitCode.badInput),
+            (dir + "/missing.json", "--config \(dir)/missing.json: file not found", ExitCode.badInput),
         ]
         for (path, text, code) in cases {
             let r = AE.run(["--config", path, "--data-dir", mnist, "--out", dir + "/out"])

@@ -172,7 +172,10 @@ public enum RunConfigFile {
     /// else JSON. A file that cannot be read is exit 3; what it says (syntax, not an object) exit 2.
     public static func read(_ path: String) throws -> [(key: String, value: ConfigValue)] {
         guard !path.isEmpty else { throw AETError.usage("--config: empty path") }
-        let data = try InputFile.readAll(path, what: "a config file", maxBytes: 1 << 20)
+        let data: Data
+        do { data = try InputFile.readAll(path, what: "a config file", maxBytes: 1 << 20) } catch let e as AETError {
+            throw AETError("--config " + e.message, exitCode: e.exitCode)
+        }
         guard let text = String(data: data, encoding: .utf8) else {
             throw AETError.usage("--config \(path): not UTF-8 text")
         }
