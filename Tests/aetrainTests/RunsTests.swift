@@ -358,6 +358,19 @@ final class RunsTests: XCTestCase {
         let d = AE.run(flags + ["--out", delta, "--early-stop", "3:1"])
         XCTAssertEqual(d.status, 0, d.stderr)
         XCTAssertEqual(AE.json(delta + "/summary.json")?["epochs_completed"] as? Int, 4)
+        // Under mpirun every rank takes the same decision (the evaluations are all-reduced):
+        // no rank waits for another, and the run ends where one rank's does.
+        let two = AE.tempDir("es-np2")
+        let m = try AE.mpirun(2, flags + ["--out", two, "--early-stop", "3:1", "--keep-best"], timeout: 120)
+        XCTAssertFalse(m.timedOut, "a rank kept training after another stopped")
+        XCTAssertEqual(m.status, 0, m.stderr)
+        let s2 = try XCTUnwrap(AE.json(two + "/summary.json"))
+        XCTAssertEqual(s2["epochs_completed"] as? Int, 4)
+        XCTAssertEqual(s2["stop_reason"] as? String, "early_stop")
+        XCTAssertEqual(s2["world_size"] as? Int, 2)
+        XCTAssertEqual(s2["val_set_size"] as? Int, 100)
+        XCTAssertEqual(s2["best_step"] as? Int, AE.json(delta + "/summary.json")?["best_step"] as? Int)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: two + "/checkpoints/best.safetensors"))
         // A usage error for a validation monitor without a validation split.
         let u = AE.run(Self.base(mnist) + ["--monitor", "val_mse", "--out", AE.tempDir("es-bad")])
         XCTAssertEqual(u.status, ExitCode.usage)
