@@ -9,7 +9,9 @@
 # Usage (from any directory):
 #   Launch/run.sh --dataset mnist --data-dir /path/to/mnist --epochs 1 --out /tmp/run
 #   NP=2 Launch/run.sh ...        # ranks (default 4); --oversubscribe is added when NP > nproc
-# Environment: NP (ranks), AETRAIN_SKIP_INSTALL=1 (do not touch packages),
+#   Launch/run.sh --config runs/mnist.toml --epochs 3     # options from a file (JSON or TOML, keys =
+#   AETRAIN_CONFIG=runs/a/config.json Launch/run.sh --out runs/a-again   # flags in snake_case); flags win
+# Environment: NP (ranks), AETRAIN_CONFIG (a --config file), AETRAIN_SKIP_INSTALL=1 (do not touch packages),
 #   OPENBLAS_NUM_THREADS / OMP_NUM_THREADS (default 1 per rank).
 # Exit code: aetrain's (0 ok, 2 usage, 3 bad input, 4 I/O, 5 non-finite, 6 distributed, 75 preempted).
 set -euo pipefail
@@ -58,6 +60,8 @@ fi
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
-say "mpirun ${mpiargs[*]} $bin $*"
+config=()
+if [[ -n "${AETRAIN_CONFIG:-}" ]]; then config=(--config "$AETRAIN_CONFIG"); fi
+say "mpirun ${mpiargs[*]} $bin ${config[*]} $*"
 # exec: signals sent to this script (TERM, USR1) reach mpirun, and the exit code is aetrain's.
-exec mpirun "${mpiargs[@]}" "$bin" "$@"
+exec mpirun "${mpiargs[@]}" "$bin" "${config[@]}" "$@"

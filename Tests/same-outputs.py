@@ -8,17 +8,17 @@ Usage: Tests/same-outputs.py OLD_BIN NEW_BIN [WORKDIR] [CASE ...]
 Environment: AETRAIN_MNIST_DIR (the four MNIST IDX files). Exit 0 when every case is the same.
 
 Excluded (masked to "X" before the comparison, everything else must be equal byte for byte):
-  metrics.jsonl  samples_per_second
+  metrics.jsonl  samples_per_second, elapsed_seconds
   summary.json   samples_per_second, train_seconds, wall_seconds, report_seconds, ms_per_step,
                  train_gflops, peak_rss_mb, peak_rss_mb_per_rank
-  report.html    the same keys' rows of the summary table
+  report.html    the same keys' rows of the summary table, the headline's samples/s and wall time
   .aetrain.lock  all of it (the PID and host of the run that held the folder)
 Checkpoints, figures (PNG/SVG) and every other file: byte for byte. Exit codes must match too.
 """
 import os, re, shutil, signal, subprocess, sys, time
 
 TIME_KEYS = ["samples_per_second", "train_seconds", "wall_seconds", "report_seconds", "ms_per_step",
-             "train_gflops", "peak_rss_mb", "peak_rss_mb_per_rank"]
+             "train_gflops", "peak_rss_mb", "peak_rss_mb_per_rank", "elapsed_seconds"]
 
 old_bin, new_bin = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 work = os.path.abspath(sys.argv[3] if len(sys.argv) > 3 else "/tmp/aetrain-same-outputs")
@@ -157,7 +157,9 @@ def mask(rel, data):
             data = re.sub(rb'("%s" ?: ?)(\{[^}]*\}|\[[^\]]*\]|[-0-9.e+]+|null)' % k.encode(), rb"\1X", data)
     if rel.endswith(".html"):
         for k in TIME_KEYS:
-            data = re.sub(rb"(<tr><th>%s</th><td>)[^<]*(</td></tr>)" % k.encode(), rb"\1X\2", data)
+            data = re.sub(rb"(<tr><th>%s</th><td>).*?(</td></tr>\n)" % k.encode(), rb"\1X\2", data)
+        for label in [b"training samples/s", b"wall time"]:
+            data = re.sub(rb'(<span class="label">%s</span><span class="value">)[^<]*' % label, rb"\1X", data)
     return data
 
 def files(root):

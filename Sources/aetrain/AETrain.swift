@@ -9,14 +9,14 @@ struct AETrain: ParsableCommand {
         abstract: "Train autoencoders on MNIST and Fashion-MNIST, data-parallel over MPI.",
         discussion: "Run under mpirun for data-parallel training: mpirun -np 4 aetrain [train options]. Without mpirun it runs as a single rank.",
         version: aetrainVersion,
-        subcommands: [Train.self, Eval.self, Encode.self, Reconstruct.self, Info.self, Fetch.self, Models.self, Generate.self, PCACommand.self, Anomaly.self, Denoise.self, Bench.self, CommSelfTest.self],
+        subcommands: [Train.self, Eval.self, Encode.self, Reconstruct.self, Info.self, Fetch.self, Models.self, Generate.self, PCACommand.self, Anomaly.self, Denoise.self, Compare.self, Bench.self, CommSelfTest.self],
         defaultSubcommand: Train.self)
 
     /// Parse errors become one line on stderr and exit code 2; --help and --version print as usual.
     static func main() {
         Signals.install()  // first of all: a SIGTERM/SIGUSR1/SIGHUP right after exec must not kill a run
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(try ConfigFileArguments.expand(Array(CommandLine.arguments.dropFirst())))
             // Only training stops at a step boundary; every other command gets the default actions back.
             if !(command is Train || command is Anomaly) { Signals.restoreDefaults() }
             try command.run()
@@ -50,6 +50,7 @@ extension OnNaN: ExpressibleByArgument {}
 extension OnCheckpointError: ExpressibleByArgument {}
 extension GradientSync: ExpressibleByArgument {}
 extension Split: ExpressibleByArgument {}
+extension MonitorKey: ExpressibleByArgument {}
 
 /// Options shared by train and anomaly.
 struct TrainOptions: ParsableArguments {
@@ -97,6 +98,15 @@ struct TrainOptions: ParsableArguments {
     @Option(help: "On a failed checkpoint write: stop or continue.") var onCheckpointError: OnCheckpointError = .stop
     @Flag(help: "Do not write OUT/report/.") var noReport = false
     @Flag(help: "Rewrite OUT/report/ after every epoch.") var reportEveryEpoch = false
+    @Option(help: "Read the options from a JSON or TOML file (keys: the flags in snake_case, e.g. batch_size = 256; OUT/config.json is one); flags on the command line override it.")
+    var config: String?
+    @Flag(help: "Keep OUT/checkpoints/best.safetensors: the model at the evaluation with the lowest --monitor value.") var keepBest = false
+    @Option(help: "The value --keep-best and --early-stop minimise: test_mse, test_bce, val_mse, val_bce (need --val-split) or train_loss (default: val_mse with --val-split, else test_mse).")
+    var monitor: MonitorKey?
+    @Option(help: "Stop after PATIENCE evaluations without an improvement of the monitor by more than MIN_DELTA (Keras EarlyStopping), e.g. 3 or 3:0.0001.")
+    var earlyStop: String?
+    @Option(parsing: .unconditional, help: "Hold out the last fraction F of the training set as a validation split (not trained on; evaluated each epoch), e.g. 0.1.")
+    var valSplit: Double?
 
     /// Checks needed before the communicator starts (its watchdog takes --collective-timeout).
     func preflight() throws {
@@ -174,6 +184,7 @@ struct TrainOptions: ParsableArguments {
         c.onCheckpointError = onCheckpointError
         c.report = !noReport
         c.reportEveryEpoch = reportEveryEpoch
+        c.selection = try ModelSelection.resolve(keepBest: keepBest, monitor: monitor, earlyStop: earlyStop, valSplit: valSplit)
         c.normalClass = normalClass
         try c.validateValues()
         if training { try clampBatchToTrainingSet(&c) }
@@ -198,6 +209,7 @@ struct TrainOptions: ParsableArguments {
                 throw AETError.data("--normal-class \(k): no training images of class \(k) (\(c.dataset.classNames[k]))\(lim) in \(lblPath)")
             }
         }
+        n -= try ModelSelection.validationCount(c.selection?.valSplit, of: n)
         if c.batchSize > n {
             if Launcher.rank ?? 0 == 0 {
                 printError("note: --batch-size \(c.batchSize) is larger than the \(n) training images; using \(n) (one step per epoch)")

@@ -247,7 +247,14 @@ common=(--dataset mnist --data-dir "$data" --model mlp3 --test-limit 1000 --batc
 # --- (a) a short job completes ---------------------------------------------------------------
 short_job() { # short_job LAUNCHER
     local launcher="$1" name="short-$1" out="$T/out/short-$1" job state log
-    job="$(submit "$name" "$launcher" "${common[@]}" --max-steps 40 --train-limit 4000 --log-every 10 --out "$out")"
+    # The mpirun job takes part of its options from a config file (AETRAIN_CONFIG), overridden
+    # by a flag: its steps come from the file's max_steps, its --log-every from the command line.
+    if [[ "$launcher" == mpirun ]]; then
+        printf 'max_steps = 40\ntrain_limit = 4000\nlog_every = 20\n' >"$T/short.toml"
+        job="$(AETRAIN_CONFIG="$T/short.toml" submit "$name" "$launcher" "${common[@]}" --log-every 10 --out "$out")"
+    else
+        job="$(submit "$name" "$launcher" "${common[@]}" --max-steps 40 --train-limit 4000 --log-every 10 --out "$out")"
+    fi
     if [[ -z "$job" ]]; then fail "($launcher) sbatch refused the short job: $(cat "$T/logs/$name.sbatch.err")"; return; fi
     log="$T/logs/$name-$job.out"
     state="$(wait_final "$job" "$(within 10 60 90)")"
@@ -257,6 +264,8 @@ short_job() { # short_job LAUNCHER
         [ "$(json_get "$out/summary.json" world_size)" = 2 ]
     check "($launcher) metrics.jsonl has training lines" [ "$(steps_logged "$out")" -gt 0 ]
     check "($launcher) summary.json steps == 40" [ "$(json_get "$out/summary.json" steps)" = 40 ]
+    check "($launcher) config.json has log_every 10 and train_limit 4000" \
+        [ "$(json_get "$out/config.json" log_every)/$(json_get "$out/config.json" train_limit)" = 10/4000 ]
     [[ "$state" == COMPLETED ]] || show_log "$log"
 }
 

@@ -56,7 +56,7 @@ final class CheckpointE2ETests: XCTestCase {
         func lines(_ o: String) -> [[String: Double]] {
             AE.jsonLines(o + "/metrics.jsonl").map { l in
                 var r: [String: Double] = [:]
-                for (k, v) in l where k != "samples_per_second" {
+                for (k, v) in l where k != "samples_per_second" && k != "elapsed_seconds" {
                     if let d = v as? Double { r[k] = d } else if let i = v as? Int { r[k] = Double(i) }
                 }
                 return r

@@ -186,11 +186,11 @@ enum AE {
         return c
     }
 
-    /// Training-step lines of metrics.jsonl without the timing field (which differs run to run).
+    /// Training-step lines of metrics.jsonl without the timing fields (which differ run to run).
     static func stepLines(_ out: String) -> [[String: Double]] {
         jsonLines(out + "/metrics.jsonl").filter { $0["test_mse"] == nil }.map { line in
             var r: [String: Double] = [:]
-            for (k, v) in line where k != "samples_per_second" {
+            for (k, v) in line where k != "samples_per_second" && k != "elapsed_seconds" {
                 if let d = v as? Double { r[k] = d } else if let i = v as? Int { r[k] = Double(i) }
             }
             return r

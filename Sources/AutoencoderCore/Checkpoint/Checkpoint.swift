@@ -32,11 +32,14 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
     /// in the same folder when this one was written, oldest first (file names). A run resumed from
     /// this file prunes those as its own; it never touches any other file.
     public var previousCheckpoints: [String]?
+    /// The best monitored value and early-stopping count (runs with --keep-best, --monitor,
+    /// --early-stop or --val-split); the string `monitor_state` holds it as JSON.
+    public var monitorState: MonitorState?
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version", step, epoch, batchInEpoch = "batch_in_epoch", adamStep = "adam_step"
         case worldSize = "world_size", model, dataset, config, aetrainVersion = "aetrain_version"
-        case dataSHA256 = "data_sha256", fileSHA256 = "file_sha256"
+        case dataSHA256 = "data_sha256", fileSHA256 = "file_sha256", monitorState = "monitor_state"
         case epochLossSum = "epoch_loss_sum", epochLossCount = "epoch_loss_count", previousCheckpoints = "previous_checkpoints"
     }
 
@@ -78,6 +81,7 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         if let v = epochLossSum { m["epoch_loss_sum"] = String(v) }
         if let v = epochLossCount { m["epoch_loss_count"] = String(v) }
         if let p = previousCheckpoints { m["previous_checkpoints"] = p.joined(separator: ",") }
+        if let s = monitorState { m["monitor_state"] = s.json() }
         return m
     }
 
@@ -122,6 +126,11 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         epochLossSum = try double("epoch_loss_sum")
         epochLossCount = try double("epoch_loss_count")
         previousCheckpoints = m["previous_checkpoints"].map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        if let s = m["monitor_state"] {
+            do { monitorState = try JSON.decode(MonitorState.self, from: s) } catch {
+                throw fail("checkpoint metadata monitor_state is not a readable monitor state")
+            }
+        }
         try validate(path: path)
     }
 
@@ -153,6 +162,7 @@ public struct CheckpointMetadata: Codable, Equatable, Sendable {
         guard (1...TrainConfig.maxWorldSize).contains(worldSize) else { throw fail("world_size \(worldSize) out of range 1...\(TrainConfig.maxWorldSize)") }
         guard model == config.model.name else { throw fail("model \(model) differs from the config's model \(config.model.name)") }
         guard dataset == config.dataset else { throw fail("dataset \(dataset.rawValue) differs from the config's \(config.dataset.rawValue)") }
+        do { try monitorState?.validate(step: step) } catch let e as AETError { throw fail(e.message) }
         do { try config.validateValues() } catch let e as AETError {
             throw fail("config is invalid: \(e.message)")
         }
@@ -218,7 +228,7 @@ public enum Checkpoint {
     /// Encodes model, optimiser and position (format 2). Refuses non-finite parameters.
     public static func encode(model: Autoencoder, adam: Adam, position: RunPosition, config: TrainConfig,
                               worldSize: Int, epochLoss: (sum: Double, count: Double)? = nil,
-                              previousCheckpoints: [String]? = nil) throws -> Data {
+                              previousCheckpoints: [String]? = nil, monitorState: MonitorState? = nil) throws -> Data {
         let P = model.parameterCount
         guard Trainer.allFinite(model.params.pointer, P) else {
             throw AETError("refusing to write a checkpoint at step \(position.step): parameters are not finite", exitCode: ExitCode.nonFinite)
@@ -233,8 +243,9 @@ public enum Checkpoint {
         for t in model.tensors {
             list.append(("optimizer.exp_avg_sq." + t.name, t.shape, UnsafeBufferPointer(start: adam.v.pointer + t.offset, count: t.count)))
         }
-        let meta = CheckpointMetadata(position: position, adamStep: adam.step, worldSize: worldSize, config: config,
+        var meta = CheckpointMetadata(position: position, adamStep: adam.step, worldSize: worldSize, config: config,
                                       epochLoss: epochLoss, previousCheckpoints: previousCheckpoints)
+        meta.monitorState = monitorState
         return Safetensors.encode(tensors: list, metadata: meta.strings, fileChecksum: true)
     }
 
@@ -414,7 +425,8 @@ public final class Checkpointer {
         }
         let kept = Array(owned.filter { $0 != name }.suffix(keep - 1))
         let data = try Checkpoint.encode(model: t.model, adam: t.adam, position: t.position, config: t.config,
-                                         worldSize: t.comm.size, epochLoss: t.log.epochLoss, previousCheckpoints: kept)
+                                         worldSize: t.comm.size, epochLoss: t.log.epochLoss, previousCheckpoints: kept,
+                                         monitorState: t.selector?.state)
         try AtomicFile.write(data, to: URL(fileURLWithPath: path))
         lastPath = path
         let dropped = owned.filter { !kept.contains($0) && $0 != name }

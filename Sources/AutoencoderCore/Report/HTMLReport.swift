@@ -4,10 +4,12 @@ import Foundation
 /// (square, e.g. 784 = 28×28).
 public struct ReportInputs {
     public var title: String
-    /// Pretty JSON of the run config, shown verbatim in a <pre>.
-    public var configJSON: String
-    /// summary.json as ordered key/value rows.
-    public var summary: [(key: String, value: String)]
+    /// The run's configuration as OUT/config.json has it (snake_case keys), shown last as a table.
+    public var config: [(key: String, value: Any)]
+    /// summary.json as ordered key/value rows (numbers, strings, lists, objects; formatted by
+    /// ReportFormat). The headline takes its figures from here (test_mse, test_bce,
+    /// samples_per_second, wall_seconds, world_size, precision, stop_reason, best_value, …).
+    public var summary: [(key: String, value: Any)]
     public var classNames: [String]
     /// One clean test image per class (up to 10), in class order.
     public var originals: [[Float]]
@@ -30,13 +32,15 @@ public struct ReportInputs {
     public var aeTestMSE: Double?
     public var pcaTestMSE: Double?
     public var pcaComponents: Int?
+    /// The mean training image's test MSE (the other baseline).
+    public var meanImageTestMSE: Double?
     /// Further figures already written beside report.html (e.g. the anomaly histogram), shown in
     /// their own section: (file name relative to the report folder, section title, caption).
     public var extraFigures: [(file: String, title: String, caption: String)] = []
 
     public init(title: String,
-                configJSON: String = "{}",
-                summary: [(key: String, value: String)] = [],
+                config: [(key: String, value: Any)] = [],
+                summary: [(key: String, value: Any)] = [],
                 classNames: [String] = [],
                 originals: [[Float]] = [],
                 reconstructions: [[Float]] = [],
@@ -50,9 +54,10 @@ public struct ReportInputs {
                 manifold: [[[Float]]]? = nil,
                 aeTestMSE: Double? = nil,
                 pcaTestMSE: Double? = nil,
-                pcaComponents: Int? = nil) {
+                pcaComponents: Int? = nil,
+                meanImageTestMSE: Double? = nil) {
         self.title = title
-        self.configJSON = configJSON
+        self.config = config
         self.summary = summary
         self.classNames = classNames
         self.originals = originals
@@ -68,6 +73,7 @@ public struct ReportInputs {
         self.aeTestMSE = aeTestMSE
         self.pcaTestMSE = pcaTestMSE
         self.pcaComponents = pcaComponents
+        self.meanImageTestMSE = meanImageTestMSE
     }
 }
 
@@ -248,19 +254,16 @@ public enum Report {
 
     static func percent(_ v: Double) -> String { String(format: "%.1f%%", v * 100) }
 
+    /// The PCA verdict under the headline: PCA with k components is the best linear
+    /// autoencoder with a k-dimensional code.
     static func pcaBaseline(_ inputs: ReportInputs) -> String {
         guard let ae = inputs.aeTestMSE, let pca = inputs.pcaTestMSE else {
-            return "<p>The PCA baseline was not computed for this run.</p>\n"
+            return "<p class=\"verdict\">The PCA baseline was not computed for this run.</p>\n"
         }
         let k = inputs.pcaComponents.map { "\($0)" } ?? "?"
-        var h = "<table class=\"kv\">\n"
-        h += "<tr><th>Model</th><th>Test MSE (per pixel)</th></tr>\n"
-        h += "<tr><td>Autoencoder</td><td>\(number(ae))</td></tr>\n"
-        h += "<tr><td>PCA, \(htmlEscape(k)) components</td><td>\(number(pca))</td></tr>\n"
-        h += "</table>\n"
         let verdict: String
         if !(ae.isFinite && pca.isFinite) {
-            verdict = "The comparison is undefined because one of the errors is not finite."
+            verdict = "The comparison with PCA is undefined because one of the errors is not finite."
         } else if ae < pca {
             verdict = "<strong>The autoencoder is better</strong>: its test MSE is \(percent((pca - ae) / pca)) lower than that of PCA with \(htmlEscape(k)) components."
         } else if pca < ae {
@@ -269,12 +272,77 @@ public enum Report {
             verdict = "The autoencoder and PCA with \(htmlEscape(k)) components reach the same test MSE."
         }
         let code = inputs.codeDim > 0 ? " (the autoencoder's code has \(inputs.codeDim) dimensions)" : ""
-        h += "<p>PCA with k components is the best linear autoencoder with a k-dimensional code; here k = \(htmlEscape(k))\(htmlEscape(code)). Both errors are the per-pixel mean squared error on the test images. \(verdict)</p>\n"
-        return h
+        return "<p class=\"verdict\">\(verdict) PCA with k components is the best linear autoencoder with a k-dimensional code; here k = \(htmlEscape(k))\(htmlEscape(code)); both errors are per-pixel mean squared errors on the test images (PCA baseline).</p>\n"
     }
 
     static func figure(_ src: String, alt: String, caption: String) -> String {
         "<figure><img src=\"\(htmlEscape(src))\" alt=\"\(htmlEscape(alt))\"><figcaption>\(htmlEscape(caption))</figcaption></figure>\n"
+    }
+
+    /// The style shared by report.html and compare.html: no horizontal overflow at any width
+    /// (figures scale down, long values wrap, wide tables scroll inside their box).
+    public static let css = """
+    body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+    h1 { font-size: 1.6em; border-bottom: 2px solid #ddd; padding-bottom: .3em; margin-bottom: .5em; }
+    h2 { font-size: 1.25em; margin-top: 1.6em; }
+    p, li, figcaption, td, th { overflow-wrap: anywhere; }
+    .headline { display: flex; flex-wrap: wrap; gap: .6em; margin: .8em 0; }
+    .card { border: 1px solid #ddd; border-radius: 6px; padding: .45em .8em; background: #fafafa; min-width: 8.5em; }
+    .card .label { display: block; font-size: .8em; color: #555; }
+    .card .value { display: block; font-size: 1.3em; font-weight: bold; }
+    .card .note { display: block; font-size: .78em; color: #666; }
+    .card.main { background: #eaf3ff; border-color: #9cc3f5; }
+    .card.main .value { font-size: 1.7em; }
+    .verdict { font-size: 1.02em; }
+    table.kv { border-collapse: collapse; margin: .5em 0; }
+    table.kv th, table.kv td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; font-size: .9em; }
+    table.kv th { background: #f3f3f3; font-weight: normal; font-family: "DejaVu Sans Mono", monospace; white-space: nowrap; }
+    table.kv td { font-variant-numeric: tabular-nums; }
+    table.sub { border-collapse: collapse; font-size: .92em; }
+    table.sub th, table.sub td { border: 0; padding: 0 .8em 0 0; background: none; font-family: inherit; }
+    tr.diff th, tr.diff td { background: #fff1b8; }
+    .scroll { overflow-x: auto; max-width: 100%; }
+    figure { margin: 1em 0; }
+    figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+    img[src$=".png"], img.pixels { image-rendering: pixelated; }
+    figcaption { font-size: .9em; color: #555; margin-top: .3em; }
+    .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 460px), 1fr)); gap: 0 1.2em; }
+    ul.runs { padding-left: 1.2em; }
+    .swatch { display: inline-block; width: .9em; height: .9em; margin-right: .35em; vertical-align: middle; border-radius: 2px; }
+    .path { color: #666; font-size: .85em; }
+    """
+
+    /// The figures the headline shows, taken from the summary rows.
+    static func headline(_ inputs: ReportInputs) -> String {
+        func value(_ k: String) -> Any? { inputs.summary.first { $0.key == k }?.value }
+        func double(_ k: String) -> Double? { (value(k) as? Double) ?? (value(k) as? Int).map(Double.init) }
+        func card(_ label: String, _ v: String, note: String? = nil, main: Bool = false) -> String {
+            "<div class=\"card\(main ? " main" : "")\"><span class=\"label\">\(htmlEscape(label))</span><span class=\"value\">\(htmlEscape(v))</span>"
+                + (note.map { "<span class=\"note\">\(htmlEscape($0))</span>" } ?? "") + "</div>"
+        }
+        var cards: [String] = []
+        let ae = inputs.aeTestMSE ?? double("test_mse")
+        if let ae { cards.append(card("test MSE (per pixel)", ReportFormat.number(ae), main: true)) }
+        if let b = double("test_bce") { cards.append(card("test BCE (per pixel)", ReportFormat.number(b))) }
+        if let p = inputs.pcaTestMSE {
+            cards.append(card("PCA, \(inputs.pcaComponents.map(String.init) ?? "?") components", ReportFormat.number(p), note: "test MSE, same code size"))
+        }
+        if let m = inputs.meanImageTestMSE { cards.append(card("mean image", ReportFormat.number(m), note: "test MSE of predicting it")) }
+        if let v = double("best_value"), let k = value("monitor") as? String {
+            let at = (value("best_step") as? Int).map { "at step \(ReportFormat.grouped($0))" }
+            cards.append(card("best \(k)", ReportFormat.number(v), note: at))
+        }
+        if let r = value("stop_reason") as? String { cards.append(card("stopped by", r.replacingOccurrences(of: "_", with: " "))) }
+        if let s = double("samples_per_second") { cards.append(card("training samples/s", ReportFormat.number(s))) }
+        if let w = double("wall_seconds") { cards.append(card("wall time", ReportFormat.duration(w))) }
+        if let n = value("world_size") as? Int { cards.append(card("ranks", String(n), note: value("grad_sync").map { "exchange \(ReportFormat.text($0))" })) }
+        if let p = value("precision") as? String { cards.append(card("precision", p)) }
+        var h = "<div class=\"headline\">\n" + cards.joined(separator: "\n") + "\n</div>\n"
+        h += pcaBaseline(inputs)
+        if let ae, let m = inputs.meanImageTestMSE, ae.isFinite, m.isFinite, m > 0 {
+            h += "<p class=\"verdict\">Against the mean image (the error of predicting every test image by the average training image) the autoencoder's test MSE is \(ae < m ? "\(percent((m - ae) / m)) lower" : "\(percent((ae - m) / m)) higher").</p>\n"
+        }
+        return h
     }
 
     static func page(_ inputs: ReportInputs, latentCaption: String, lossCaption: String,
@@ -288,36 +356,14 @@ public enum Report {
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>\(t)</title>
         <style>
-        body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
-        h1 { font-size: 1.6em; border-bottom: 2px solid #ddd; padding-bottom: .3em; }
-        h2 { font-size: 1.25em; margin-top: 1.8em; }
-        pre { background: #f6f6f6; border: 1px solid #ddd; padding: .8em; overflow: auto; max-height: 28em; font-size: .85em; }
-        table.kv { border-collapse: collapse; margin: .5em 0; }
-        table.kv th, table.kv td { border: 1px solid #ddd; padding: .25em .7em; text-align: left; font-size: .92em; }
-        table.kv th { background: #f3f3f3; }
-        figure { margin: 1em 0; }
-        figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-        img[src$=".png"] { image-rendering: pixelated; }
-        figcaption { font-size: .9em; color: #555; margin-top: .3em; }
+        \(css)
         </style>
         </head>
         <body>
         <h1>\(t)</h1>
 
         """
-
-        h += "<h2>Configuration</h2>\n<pre>\(htmlEscape(inputs.configJSON))</pre>\n"
-
-        h += "<h2>Summary</h2>\n"
-        if inputs.summary.isEmpty {
-            h += "<p>No summary values.</p>\n"
-        } else {
-            h += "<table class=\"kv\">\n"
-            for (k, v) in inputs.summary {
-                h += "<tr><th>\(htmlEscape(k))</th><td>\(htmlEscape(v))</td></tr>\n"
-            }
-            h += "</table>\n"
-        }
+        h += headline(inputs)
 
         h += "<h2>Reconstructions</h2>\n"
         let cols = inputs.originals.count
@@ -328,11 +374,11 @@ public enum Report {
             : "Top row: clean test images (one per class); bottom row: their reconstructions.\(colText)"
         h += figure("reconstructions.png", alt: "reconstructions", caption: reconCaption)
 
-        h += "<h2>Training curves</h2>\n"
+        h += "<div class=\"grid2\">\n<div>\n<h2>Training curves</h2>\n"
         h += figure("loss.svg", alt: "loss curves", caption: lossCaption)
-
-        h += "<h2>Latent space</h2>\n"
+        h += "</div>\n<div>\n<h2>Latent space</h2>\n"
         h += figure("latent.svg", alt: "latent codes", caption: latentCaption)
+        h += "</div>\n</div>\n"
 
         if files.contains("samples.png") || files.contains("manifold.png") {
             h += "<h2>Generated images</h2>\n"
@@ -351,8 +397,28 @@ public enum Report {
             h += figure(extra.file, alt: extra.title, caption: extra.caption)
         }
 
-        h += "<h2>PCA baseline</h2>\n"
-        h += pcaBaseline(inputs)
+        h += "<h2>Summary</h2>\n"
+        if inputs.summary.isEmpty {
+            h += "<p>No summary values.</p>\n"
+        } else {
+            h += "<p>summary.json, rounded for reading (the file keeps every digit).</p>\n<div class=\"scroll\"><table class=\"kv\">\n"
+            for (k, v) in inputs.summary {
+                h += "<tr><th>\(htmlEscape(k))</th><td>\(ReportFormat.html(v))</td></tr>\n"
+            }
+            h += "</table></div>\n"
+        }
+
+        h += "<h2>Configuration</h2>\n"
+        if inputs.config.isEmpty {
+            h += "<p>No configuration recorded.</p>\n"
+        } else {
+            h += "<p>As in config.json (keys are the flags in snake_case; <code>aetrain train --config config.json</code> repeats the run).</p>\n"
+            h += "<div class=\"scroll\"><table class=\"kv\">\n"
+            for (k, v) in inputs.config {
+                h += "<tr><th>\(htmlEscape(k))</th><td>\(ReportFormat.html(v))</td></tr>\n"
+            }
+            h += "</table></div>\n"
+        }
         h += "</body>\n</html>\n"
         return h
     }

@@ -13,6 +13,24 @@ public enum RunReport {
         }
     }
 
+    /// The per-pixel test MSE of the simplest baseline: every test image predicted by the mean
+    /// training image.
+    public static func meanImageBaseline(train: Dataset, test: Dataset) -> Double {
+        let d = train.dim
+        guard train.count > 0, test.count > 0, test.dim == d else { return .nan }
+        var sum = [Double](repeating: 0, count: d)
+        for i in 0..<train.count { for j in 0..<d { sum[j] += Double(train.pixels[i * d + j]) } }
+        let mean = sum.map { $0 / Double(train.count) / 255 }
+        var se = 0.0
+        for i in 0..<test.count {
+            for j in 0..<d {
+                let e = Double(test.pixels[i * d + j]) / 255 - mean[j]
+                se += e * e
+            }
+        }
+        return se / Double(test.count * d)
+    }
+
     /// One test image index per class (the first of each label), in label order.
     public static func onePerClass(_ ds: Dataset) -> [Int] {
         var first = [Int](repeating: -1, count: 10)
@@ -96,25 +114,18 @@ public enum RunReport {
             if model.latent == 2 { grid = manifold(model: model) }
         }
         let summary = try typed.jsonObject()
-        let keys = summary.keys.sorted()
-        let rows = keys.map { k -> (key: String, value: String) in
-            let v = summary[k]!
-            if let d = v as? Double { return (k, String(format: "%.6g", d)) }
-            if let o = v as? [String: Any] { return (k, JSON.encode(o)) }
-            if let a = v as? [Any], let data = try? JSONSerialization.data(withJSONObject: JSON.sanitize(a)) {
-                return (k, String(decoding: data, as: UTF8.self))
-            }
-            return (k, "\(v)")
-        }
+        let rows = summary.keys.sorted().map { (key: $0, value: summary[$0]! as Any) }
+        let written = RunConfigFile.written(t.config)
         let inputs = ReportInputs(
             title: "aetrain: \(config.model.name) on \(config.dataset.rawValue)",
-            configJSON: config.json(pretty: true), summary: rows, classNames: config.dataset.classNames,
+            config: written.keys.sorted().map { (key: $0, value: written[$0]! as Any) }, summary: rows, classNames: config.dataset.classNames,
             originals: originals, reconstructions: images(rec.output, count: views.count),
             noisy: config.noise == nil ? nil : images(rec.noisy, count: views.count),
             codes: codes, codeDim: model.latent, codeLabels: Array(test.labels.prefix(codeCount)),
             trainLoss: trainCurve, testMSE: testCurve, samples: samples, manifold: grid,
             aeTestMSE: typed.testMSE, pcaTestMSE: pcaTestMSE,
-            pcaComponents: pcaTestMSE == nil ? nil : min(model.latent, 784))
+            pcaComponents: pcaTestMSE == nil ? nil : min(model.latent, 784),
+            meanImageTestMSE: typed.meanImageTestMSE)
         var withExtras = inputs
         withExtras.extraFigures = t.reportExtras
         return try Report.write(withExtras, to: URL(fileURLWithPath: config.out).appendingPathComponent("report"))

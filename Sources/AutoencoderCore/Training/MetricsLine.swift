@@ -18,6 +18,8 @@ public enum MetricsLine {
         public var kl: Double?
         /// Sparse and contractive models: the penalty term.
         public var penalty: Double?
+        /// Seconds since training started, continued across resumes (measures time).
+        public var elapsedSeconds: Double?
 
         public init(step: Int, epoch: Int, loss: Double, samplesPerSecond: Double, samples: Int,
                     recon: Double? = nil, kl: Double? = nil, penalty: Double? = nil) {
@@ -33,6 +35,7 @@ public enum MetricsLine {
 
         public enum CodingKeys: String, CodingKey, CaseIterable {
             case step, epoch, loss, samplesPerSecond = "samples_per_second", samples, recon, kl, penalty
+            case elapsedSeconds = "elapsed_seconds"
         }
     }
 
@@ -49,6 +52,11 @@ public enum MetricsLine {
         public var testKL: Double?
         /// Mean training loss over the epoch's applied steps (`null` when none was applied).
         public var trainLoss: Double?
+        /// --val-split: per-pixel MSE and BCE on the held-out validation images.
+        public var valMSE: Double?
+        public var valBCE: Double?
+        /// Seconds since training started, continued across resumes (measures time).
+        public var elapsedSeconds: Double?
 
         public init(epoch: Int, step: Int, testMSE: Double, testBCE: Double, testKL: Double? = nil, trainLoss: Double? = nil) {
             self.epoch = epoch
@@ -61,6 +69,7 @@ public enum MetricsLine {
 
         public enum CodingKeys: String, CodingKey, CaseIterable {
             case epoch, step, testMSE = "test_mse", testBCE = "test_bce", testKL = "test_kl", trainLoss = "train_loss"
+            case valMSE = "val_mse", valBCE = "val_bce", elapsedSeconds = "elapsed_seconds"
         }
     }
 }

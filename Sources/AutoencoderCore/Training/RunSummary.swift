@@ -35,6 +35,20 @@ public struct RunSummary: Codable, Sendable {
     public var testMSE: Double?
     public var testBCE: Double?
     public var testKL: Double?
+    /// --val-split: the held-out images, and their per-pixel MSE and BCE at the end.
+    public var valSetSize: Int?
+    public var valMSE: Double?
+    public var valBCE: Double?
+    /// Why training ended: "epochs", "max_steps" or "early_stop".
+    public var stopReason: String?
+    /// --keep-best/--monitor/--early-stop/--val-split: the monitored value, the split it is
+    /// measured on ("test", "validation", "train"), its best value and where, best.safetensors.
+    public var monitor: String?
+    public var monitorSplit: String?
+    public var bestValue: Double?
+    public var bestStep: Int?
+    public var bestEpoch: Int?
+    public var bestCheckpoint: String?
 
     // MARK: speed and memory (these measure time and vary from run to run)
     public var trainSamples: Int?
@@ -54,6 +68,8 @@ public struct RunSummary: Codable, Sendable {
     /// The report (unless --no-report): PCA baseline at the model's code size, report path, time.
     public var pcaTestMSE: Double?
     public var pcaComponents: Int?
+    /// The report's other baseline: every test image predicted by the training set's mean image.
+    public var meanImageTestMSE: Double?
     public var report: String?
     public var reportSeconds: Double?
 
@@ -90,6 +106,9 @@ public struct RunSummary: Codable, Sendable {
         case trainSetSize = "train_set_size", testSetSize = "test_set_size", blasThreads = "blas_threads"
         case aetrainVersion = "aetrain_version"
         case trainLoss = "train_loss", testMSE = "test_mse", testBCE = "test_bce", testKL = "test_kl"
+        case valSetSize = "val_set_size", valMSE = "val_mse", valBCE = "val_bce", stopReason = "stop_reason"
+        case monitor, monitorSplit = "monitor_split", bestValue = "best_value", bestStep = "best_step", bestEpoch = "best_epoch"
+        case bestCheckpoint = "best_checkpoint", meanImageTestMSE = "mean_image_test_mse"
         case trainSamples = "train_samples", samplesPerSecond = "samples_per_second", trainSeconds = "train_seconds"
         case wallSeconds = "wall_seconds", msPerStep = "ms_per_step", trainGflops = "train_gflops"
         case peakRssMb = "peak_rss_mb", peakRssMbPerRank = "peak_rss_mb_per_rank"

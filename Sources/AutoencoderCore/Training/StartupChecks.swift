@@ -98,9 +98,10 @@ extension TrainingRun {
             throw AETError.data("\(path): checkpoint was trained on \(c.config.dataset.rawValue), this run uses \(config.dataset.rawValue)")
         }
         // Another --batch-size continues the same sample order (the position is re-mapped onto the
-        // new batches and a line says so); another seed or training set is another order.
-        if c.config.seed != config.seed || c.config.trainLimit != config.trainLimit {
-            printError("warning: resuming with a different --seed or --train-limit; the data order will not continue the original run")
+        // new batches and a line says so); another seed, training set or validation split is another order.
+        if c.config.seed != config.seed || c.config.trainLimit != config.trainLimit
+            || c.config.selection?.valSplit != config.selection?.valSplit {
+            printError("warning: resuming with a different --seed, --train-limit or --val-split; the data order will not continue the original run")
         }
     }
 

@@ -47,6 +47,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var normalClass: Int? = nil
     public var report: Bool = true
     public var reportEveryEpoch: Bool = false
+    /// --keep-best, --monitor, --early-stop, --val-split (nil when none is given, so that the
+    /// config of a run without them is unchanged).
+    public var selection: ModelSelection? = nil
 
     public init(model: ModelSpec) { self.model = model }
 
@@ -115,6 +118,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
             throw AETError.usage("--overwrite starts a new run; it cannot be combined with --resume \(r)")
         }
         if out.isEmpty { throw AETError.usage("--out: empty path") }
+        try selection?.validate()
     }
 
     /// --collective-timeout: a finite number of seconds ≥ 0 (0 disables the watchdog).

@@ -43,8 +43,13 @@ public final class Trainer {
     public let adam: Adam
     public let trainSet: Dataset
     public let testSet: Dataset
+    /// The held-out end of the training set (--val-split), evaluated with the test split.
+    public let validationSet: Dataset?
     let trainLoader: BatchLoader
     let testLoader: BatchLoader
+    let validationLoader: BatchLoader?
+    /// --keep-best / --early-stop: watches every evaluation (nil without them).
+    public let selector: ModelSelector?
     /// How gradients are summed and the update taken (chosen once, never branched on).
     let exchange: GradientExchange
     /// Metrics lines, progress, throughput and time per phase (rank 0 writes).
@@ -61,8 +66,10 @@ public final class Trainer {
     private var order: [Int32] = []
     /// The last evaluation of the test split and the step it was made at.
     private var lastEvaluation: (result: (mse: Double, bce: Double, pen: Double), step: Int)?
+    private var lastValidation: (mse: Double, bce: Double, pen: Double)?
 
-    public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset, faults: FaultInjection = .current) throws {
+    public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset, validation: Dataset? = nil,
+                faults: FaultInjection = .current) throws {
         self.config = config
         self.faults = faults
         self.comm = comm
@@ -73,6 +80,9 @@ public final class Trainer {
         adam = Adam(count: model.parameterCount, config: config.adam)
         trainLoader = BatchLoader(train, binarize: config.binarize)
         testLoader = BatchLoader(test, binarize: config.binarize)
+        validationSet = validation
+        validationLoader = validation.map { BatchLoader($0, binarize: config.binarize) }
+        selector = config.selection.map { ModelSelector($0, out: config.out) }
         exchange = try chooseGradientExchange(config: config, comm: comm, model: model, adam: adam)
         log = TrainingLog(config: config, isRoot: comm.isRoot, batchesPerEpoch: (train.count + config.batchSize - 1) / config.batchSize)
     }
@@ -83,13 +93,16 @@ public final class Trainer {
     public var timers: StepTimers { log.timers }
     public var batchesPerEpoch: Int { (trainSet.count + config.batchSize - 1) / config.batchSize }
     var maxSteps: Int { config.maxSteps ?? Int.max }
+    /// Early stopping ended the run.
+    var stoppedEarly: Bool { selector?.stopped ?? false }
 
     // MARK: the loop
 
     /// Trains to the configured epochs / max steps. Returns the summary (on every rank).
     public func run() throws -> RunSummary {
         let wallStart = now()
-        while position.epoch < config.epochs && position.step < maxSteps {
+        log.started = wallStart
+        while position.epoch < config.epochs && position.step < maxSteps && !stoppedEarly {
             beginEpoch()
             while position.batchInEpoch < batchesPerEpoch && position.step < maxSteps {
                 let report = try step(nextBatch())
@@ -211,14 +224,19 @@ public final class Trainer {
                        exitCode: ExitCode.preempted, allRanks: true)
     }
 
-    /// The epoch is done: evaluate the test split, log it, checkpoint, run the epoch hook.
+    /// The epoch is done: evaluate the test (and validation) split, log it, let the selector
+    /// see it, checkpoint, run the epoch hook.
     func endEpoch() throws {
         log.endProgressLine()
         let e = evaluate(testLoader)
+        let v = validationLoader.map(evaluate)
         lastEvaluation = (e, position.step)
+        lastValidation = v
         position.epoch += 1
         position.batchInEpoch = 0
-        log.epochEnded(position, evaluation: e)
+        log.epochEnded(position, evaluation: e, validation: v)
+        try selector?.evaluated(EvaluationRecord(step: position.step, epoch: position.epoch, atEpochEnd: true, test: e,
+                                                 validation: v, trainLoss: log.epochMeanLoss), trainer: self)
         try checkpoints?.save(self, reason: "epoch")
         // Rank 0's epoch hook (the report) while the others wait, untimed: writing is not a stall.
         if config.reportEveryEpoch && config.report {
@@ -234,12 +252,17 @@ public final class Trainer {
     /// make them, then the summary.
     func finish(wallStart: Double) throws -> RunSummary {
         log.endProgressLine()
-        if let c = checkpoints, c.lastStep != position.step, position.step > 0 { try c.save(self, reason: "final") }
+        // The evaluation first, so that the final checkpoint carries the selector's last state.
         if lastEvaluation?.step != position.step {
             let e = evaluate(testLoader)
+            let v = validationLoader.map(evaluate)
             lastEvaluation = (e, position.step)
-            log.finalEvaluation(position, evaluation: e)
+            lastValidation = v
+            log.finalEvaluation(position, evaluation: e, validation: v)
+            try selector?.evaluated(EvaluationRecord(step: position.step, epoch: position.epoch + (position.batchInEpoch > 0 ? 1 : 0),
+                                                     atEpochEnd: false, test: e, validation: v), trainer: self)
         }
+        if let c = checkpoints, c.lastStep != position.step, position.step > 0 { try c.save(self, reason: "final") }
         log.close()
         return summary(evaluation: lastEvaluation!.result, wallStart: wallStart)
     }
@@ -284,6 +307,10 @@ public final class Trainer {
         s.peakRssMbPerRank = rss
         if config.model.penalty != .none { s.penalty = config.model.penalty.rawValue }
         if let nz = config.noise { s.noise = nz.description }
+        s.stopReason = stoppedEarly ? "early_stop" : position.epoch >= config.epochs ? "epochs" : "max_steps"
+        if let v = validationSet { s.valSetSize = v.count }
+        if let v = lastValidation { s.valMSE = v.mse; s.valBCE = v.bce }
+        selector?.fill(&s)
         return s
     }
 
@@ -334,6 +361,7 @@ public final class Trainer {
         guard comm.isRoot else { return }
         log.metrics = try MetricsWriter(path: URL(fileURLWithPath: config.out).appendingPathComponent("metrics.jsonl").path,
                                         keepUpToStep: step)
+        if let m = log.metrics, step != nil { log.elapsedOffset = RunHistory.lastElapsed(metrics: m.path) }
     }
 
     /// Rank r's contiguous part [lo, hi) of a global batch of `count` samples.

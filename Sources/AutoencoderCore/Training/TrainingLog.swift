@@ -23,6 +23,11 @@ final class TrainingLog {
     private var logSeconds = 0.0, logSamples = 0
     /// Σ loss and Σ count over the applied steps of the current epoch.
     private var epochLossSum = 0.0, epochCount = 0.0
+    /// When training started (Trainer.run), and the seconds of the run it resumed (the last
+    /// kept metrics line's elapsed_seconds): a line's elapsed_seconds is their sum up to now.
+    var started = now()
+    var elapsedOffset = 0.0
+    var elapsed: Double { elapsedOffset + (now() - started) }
 
     init(config: TrainConfig, isRoot: Bool, batchesPerEpoch: Int) {
         self.config = config
@@ -61,6 +66,7 @@ final class TrainingLog {
         guard isRoot && (p.step % config.logEvery == 0 || p.batchInEpoch == batchesPerEpoch || p.step == (config.maxSteps ?? Int.max)) else { return }
         let rate = Double(logSamples) / max(logSeconds, 1e-9)
         var line = MetricsLine.Step(step: p.step, epoch: p.epoch + 1, loss: t.loss, samplesPerSecond: rate, samples: Int(t.count))
+        line.elapsedSeconds = elapsed
         if config.model.variational {
             line.recon = t.reconSum / t.count
             line.kl = t.penaltySum / t.count
@@ -76,19 +82,30 @@ final class TrainingLog {
     }
 
     /// Rank 0: the epoch's evaluation line and its console line (`position` is after the epoch).
-    func epochEnded(_ position: RunPosition, evaluation e: (mse: Double, bce: Double, pen: Double)) {
+    func epochEnded(_ position: RunPosition, evaluation e: (mse: Double, bce: Double, pen: Double),
+                    validation v: (mse: Double, bce: Double, pen: Double)? = nil) {
         guard isRoot else { return }
-        metrics?.write(MetricsLine.Evaluation(epoch: position.epoch, step: position.step, testMSE: e.mse, testBCE: e.bce,
-                                              testKL: config.model.variational ? e.pen : nil, trainLoss: epochMeanLoss))
+        var line = MetricsLine.Evaluation(epoch: position.epoch, step: position.step, testMSE: e.mse, testBCE: e.bce,
+                                          testKL: config.model.variational ? e.pen : nil, trainLoss: epochMeanLoss)
+        line.elapsedSeconds = elapsed
+        line.valMSE = v?.mse
+        line.valBCE = v?.bce
+        metrics?.write(line)
+        let val = v.map { String(format: "  val MSE %.6f", $0.mse) } ?? ""
         printError(String(format: "epoch %d: train loss %.6f  test MSE %.6f  test BCE %.6f",
-                          position.epoch, epochMeanLoss, e.mse, e.bce))
+                          position.epoch, epochMeanLoss, e.mse, e.bce) + val)
     }
 
     /// Rank 0: the evaluation line of a run that did not end on an epoch boundary.
-    func finalEvaluation(_ position: RunPosition, evaluation e: (mse: Double, bce: Double, pen: Double)) {
+    func finalEvaluation(_ position: RunPosition, evaluation e: (mse: Double, bce: Double, pen: Double),
+                         validation v: (mse: Double, bce: Double, pen: Double)? = nil) {
         guard isRoot else { return }
-        metrics?.write(MetricsLine.Evaluation(epoch: position.epoch + (position.batchInEpoch > 0 ? 1 : 0), step: position.step,
-                                              testMSE: e.mse, testBCE: e.bce, testKL: config.model.variational ? e.pen : nil))
+        var line = MetricsLine.Evaluation(epoch: position.epoch + (position.batchInEpoch > 0 ? 1 : 0), step: position.step,
+                                          testMSE: e.mse, testBCE: e.bce, testKL: config.model.variational ? e.pen : nil)
+        line.elapsedSeconds = elapsed
+        line.valMSE = v?.mse
+        line.valBCE = v?.bce
+        metrics?.write(line)
     }
 
     func endProgressLine() { progress.endLine() }

@@ -9,9 +9,10 @@ public enum TrainingRun {
     public static func train(_ config: TrainConfig, comm: Communicator,
                              afterRun: ((Trainer, inout RunSummary) throws -> Void)? = nil) throws -> RunSummary {
         try checkBeforeStart(config, comm: comm)
-        let (train, test) = try loadData(config, comm: comm)
+        try comm.agree(comm.isRoot ? catching { try RunConfigFile.write(config) } : nil, what: "writing config.json")
+        let (train, test, validation) = try loadData(config, comm: comm)
         try checkSameData(train: train, test: test, comm: comm)
-        let trainer = try Trainer(config: config, comm: comm, train: train, test: test)
+        let trainer = try Trainer(config: config, comm: comm, train: train, test: test, validation: validation)
         trainer.checkpoints = Checkpointer(config: config)
         let resumedStep = try resumeOrInitialize(trainer)
         try comm.waitingForRoot {
@@ -42,16 +43,24 @@ public enum TrainingRun {
         }
     }
 
-    /// The training and test splits (every rank holds the UInt8 images once).
-    static func loadData(_ config: TrainConfig, comm: Communicator) throws -> (Dataset, Dataset) {
-        let data: (Dataset, Dataset)? = try comm.collectively("data loading") {
+    /// The training and test splits (every rank holds the UInt8 images once), and with
+    /// --val-split the validation images: the last fraction of the training set, the same on
+    /// every rank and for every seed, which training then never sees.
+    static func loadData(_ config: TrainConfig, comm: Communicator) throws -> (Dataset, Dataset, Dataset?) {
+        let data: (Dataset, Dataset, Dataset?)? = try comm.collectively("data loading") {
             var train = try IDX.load(dir: config.dataDir, split: .train, limit: config.trainLimit, name: config.dataset.rawValue)
             var test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
             if let c = config.normalClass {
                 train = train.filtered { Int($0) == c }
                 test = test  // anomaly scoring uses every test class
             }
-            return (train, test)
+            var validation: Dataset? = nil
+            if let f = config.selection?.valSplit {
+                let k = try ModelSelection.validationCount(f, of: train.count)
+                validation = train.slice(train.count - k, train.count)
+                train = train.slice(0, train.count - k)
+            }
+            return (train, test, validation)
         }
         return data!
     }
@@ -78,6 +87,7 @@ public enum TrainingRun {
                 try compatible(c, with: config)
                 try Checkpoint.restore(c, into: trainer.model, adam: trainer.adam)
                 trainer.checkpoints?.adopt(c)
+                trainer.selector?.restore(c.metadata.monitorState)
                 printError("resuming from \(c.file.path) at step \(c.position.step) (epoch \(c.position.epoch + 1), batch \(c.position.batchInEpoch))")
                 let (position, note) = trainer.mapOntoEpoch(c.position, checkpointBatchSize: c.config.batchSize)
                 trainer.position = position
@@ -95,6 +105,7 @@ public enum TrainingRun {
             return nil
         }
         trainer.broadcastState()
+        trainer.selector?.share(comm: comm)
         return trainer.position.step
     }
 
@@ -139,6 +150,7 @@ public enum TrainingRun {
             let mse = try pca.testMSE()
             summary.pcaTestMSE = mse
             summary.pcaComponents = min(trainer.model.latent, pca.train.dim)
+            summary.meanImageTestMSE = RunReport.meanImageBaseline(train: pca.train, test: pca.test)
             try RunReport.write(trainer: trainer, summary: summary, pcaTestMSE: mse)
             summary.report = config.out + "/report/report.html"
             summary.reportSeconds = now() - t0

@@ -108,10 +108,10 @@ final class DemoReportTests: XCTestCase {
 
         let inputs = ReportInputs(
             title: "DEMO report — PCA stand-ins for a trained autoencoder (\(fashion ? "Fashion-MNIST" : "MNIST"))",
-            configJSON: "{\n  \"preset\" : \"demo\",\n  \"latent\" : 8,\n  \"epochs\" : 20,\n  \"note\" : \"reconstructions are PCA-64, denoised rows PCA-64 of the noisy images\"\n}",
-            summary: [("model", "PCA-64 stand-in"), ("test_mse", String(format: "%.6f", ae64MSE)),
-                      ("pca32_test_mse", String(format: "%.6f", pcaMSE)),
-                      ("pca_fit_seconds", String(format: "%.2f", fitSeconds))],
+            config: [("preset", "demo"), ("latent", 8), ("epochs", 20),
+                     ("note", "reconstructions are PCA-64, denoised rows PCA-64 of the noisy images")],
+            summary: [("model", "PCA-64 stand-in"), ("test_mse", ae64MSE), ("pca32_test_mse", pcaMSE),
+                      ("pca_fit_seconds", fitSeconds)],
             classNames: classNames, originals: originals, reconstructions: recon(pca64, noisy),
             noisy: noisy, codes: codes, codeDim: 8, codeLabels: test.labels,
             trainLoss: loss, testMSE: tmse, samples: samples, manifold: manifold,

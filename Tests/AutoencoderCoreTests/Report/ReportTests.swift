@@ -32,9 +32,12 @@ final class ReportTests: XCTestCase {
         }
         return ReportInputs(
             title: "Run <demo> & \"test\"",
-            configJSON: "{\n  \"preset\" : \"mlp\",\n  \"note\" : \"<b>not bold</b>\"\n}",
-            summary: [(key: "test_mse", value: "0.0123"), (key: "epochs", value: "3"),
-                      (key: "odd<&>key", value: "<script>alert(1)</script>")],
+            config: [(key: "model", value: "mlp3"), (key: "note", value: "<b>not bold</b>"), (key: "lr", value: 0.001)],
+            summary: [(key: "test_mse", value: 0.0123456), (key: "epochs", value: 3),
+                      (key: "odd<&>key", value: "<script>alert(1)</script>"), (key: "samples_per_second", value: 74997.3),
+                      (key: "wall_seconds", value: 12.34), (key: "world_size", value: 2), (key: "stop_reason", value: "early_stop"),
+                      (key: "ms_per_step", value: ["forward": 0.59312, "backward": 0.957]),
+                      (key: "checkpoint", value: "/a/very/long/path/" + String(repeating: "segment_", count: 40) + "step-00004690.safetensors")],
             classNames: classNames,
             originals: originals,
             reconstructions: originals.map { $0.map { $0 * 0.9 } },
@@ -44,7 +47,7 @@ final class ReportTests: XCTestCase {
             testMSE: [(step: 100, mse: 0.02), (step: 200, mse: 0.015), (step: 300, mse: 0.012)],
             samples: generative ? (0..<25).map { _ in image(&g) } : nil,
             manifold: generative ? (0..<5).map { _ in (0..<5).map { _ in image(&g) } } : nil,
-            aeTestMSE: ae, pcaTestMSE: pca, pcaComponents: ae == nil ? nil : codeDim)
+            aeTestMSE: ae, pcaTestMSE: pca, pcaComponents: ae == nil ? nil : codeDim, meanImageTestMSE: 0.0675)
     }
 
     /// Every src/href value in the page.
@@ -102,19 +105,33 @@ final class ReportTests: XCTestCase {
             XCTAssertTrue(target.isFileURL)
             XCTAssertTrue(FileManager.default.fileExists(atPath: target.path), "link \(l) does not resolve")
         }
-        // Summary keys and values, escaped; config in a <pre>; title escaped.
-        XCTAssertTrue(html.contains("<th>test_mse</th><td>0.0123</td>"))
-        XCTAssertTrue(html.contains("<th>epochs</th>"))
+        // Summary keys and values, rounded and escaped; nested values as a small table; the
+        // config as a snake_case table; title escaped.
+        XCTAssertTrue(html.contains("<th>test_mse</th><td>0.01235</td>"), "numbers are rounded to 4 significant digits")
+        XCTAssertTrue(html.contains("<th>samples_per_second</th><td>74,997</td>"))
+        XCTAssertTrue(html.contains("<th>epochs</th><td>3</td>"))
+        XCTAssertTrue(html.contains("<th>ms_per_step</th><td><table class=\"sub\"><tr><th>backward</th><td>0.957</td></tr><tr><th>forward</th><td>0.5931</td></tr></table></td>"))
         XCTAssertTrue(html.contains("odd&lt;&amp;&gt;key"))
         XCTAssertTrue(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
         XCTAssertFalse(html.contains("<script"))
         XCTAssertFalse(html.contains("<b>not bold</b>"))
-        XCTAssertTrue(html.contains("<pre>{\n  &quot;preset&quot; : &quot;mlp&quot;"))
+        XCTAssertTrue(html.contains("<th>note</th><td>&lt;b&gt;not bold&lt;/b&gt;</td>"))
+        XCTAssertTrue(html.contains("<th>lr</th><td>0.001</td>"))
         XCTAssertTrue(html.contains("<title>Run &lt;demo&gt; &amp; &quot;test&quot;</title>"))
         XCTAssertTrue(html.contains("PCA baseline"))
         XCTAssertTrue(html.contains("The autoencoder is better"))
         XCTAssertTrue(html.contains("PCA, 3 components"))
         XCTAssertTrue(html.contains("noisy inputs"))
+        // The page leads with the answer: the headline (test MSE, baselines, speed, time, ranks)
+        // comes before the figures, then the summary table, then the configuration.
+        let order = ["class=\"headline\"", "test MSE (per pixel)", "mean image", "stopped by", "training samples/s", "12.3 s",
+                     "ranks", "reconstructions.png", "loss.svg", "<h2>Summary</h2>", "<h2>Configuration</h2>"]
+        let positions = order.map { html.range(of: $0)?.lowerBound }
+        for (k, p) in zip(order, positions) { XCTAssertNotNil(p, "report lacks \(k)") }
+        let found = positions.compactMap { $0 }
+        XCTAssertEqual(found, found.sorted(), "the report's parts are out of order")
+        XCTAssertTrue(html.contains("<span class=\"value\">0.01200</span>") || html.contains("<span class=\"value\">0.012</span>"), "headline test MSE")
+        XCTAssertTrue(html.contains("than the mean image") || html.contains("Against the mean image"))
     }
 
     func testMinimalReportOneDimensionalCode() throws {
@@ -170,33 +187,30 @@ final class ReportTests: XCTestCase {
         XCTAssertThrowsError(try Report.write(bad, to: dir))
     }
 
-    /// Renders the page with a headless Chromium (Launch/test.sh installs the Debian package) and
-    /// checks the screenshot carries much more than a blank page's.
+    /// Renders the page in headless Chromium (Launch/test.sh installs the Debian package; a
+    /// missing browser fails the test): at 1280 px the page is no wider than the window (the
+    /// long checkpoint path wraps, the nested ms_per_step table fits), every image loads, and
+    /// the screenshot carries much more than a blank page's.
     func testHeadlessBrowserRendering() throws {
-        let candidates = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
-        guard let browser = candidates.lazy.compactMap({ name in
-            path.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-        }).first else {
-            throw TestFailure("no Chromium installed (apt-get install chromium; Launch/test.sh installs it)")
-        }
         _ = try Report.write(Self.inputs(codeDim: 3, denoising: true, generative: true), to: dir)
+        let page = dir.appendingPathComponent("report.html")
+        let r = try BrowserCheck.check(page, width: 1280)
+        XCTAssertEqual(r.innerWidth, 1280)
+        XCTAssertFalse(r.overflows, "report.html is \(r.scrollWidth) px wide at a 1280 px window")
+        XCTAssertEqual(r.scrolledBoxes, 0, "a table scrolls sideways at 1280 px (the long path must wrap)")
+        XCTAssertEqual(r.images.count, 5, "\(r.images.map(\.src))")
+        XCTAssertEqual(r.brokenImages, [], "images that did not load")
+        // At a phone's width the page still fits (figures scale down, the two columns stack).
+        let narrow = try BrowserCheck.check(page, width: 480)
+        XCTAssertFalse(narrow.overflows, "report.html is \(narrow.scrollWidth) px wide at a 480 px window")
+
         let blank = dir.appendingPathComponent("blank.html")
         try Data("<!DOCTYPE html><html><body></body></html>".utf8).write(to: blank)
-        func shot(_ page: URL, _ out: URL) throws -> Int {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: browser)
-            p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,2400",
-                           "--screenshot=\(out.path)", page.absoluteString]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
-            return (try? Data(contentsOf: out).count) ?? 0
-        }
-        let b = try shot(blank, dir.appendingPathComponent("blank-shot.png"))
-        let r = try shot(dir.appendingPathComponent("report.html"), dir.appendingPathComponent("report-shot.png"))
-        guard b > 0 else { throw TestFailure("the browser produced no screenshot of a blank page") }
-        XCTAssertGreaterThan(r, 3 * b, "report screenshot looks blank")
+        let b = dir.appendingPathComponent("blank-shot.png"), s = dir.appendingPathComponent("report-shot.png")
+        try BrowserCheck.screenshot(blank, to: b, width: 1280, height: 2400)
+        try BrowserCheck.screenshot(page, to: s, width: 1280, height: 2400)
+        let bs = (try? Data(contentsOf: b).count) ?? 0, rs = (try? Data(contentsOf: s).count) ?? 0
+        guard bs > 0 else { throw TestFailure("the browser produced no screenshot of a blank page") }
+        XCTAssertGreaterThan(rs, 3 * bs, "report screenshot looks blank")
     }
 }
