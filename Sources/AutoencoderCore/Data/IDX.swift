@@ -3,23 +3,54 @@ import CZlib
 import Foundation
 
 /// A split of an IDX image set with its labels. Pixels stay UInt8 in memory (47 MB for the
-/// 60,000 training images); batches are converted to Float on the fly.
+/// 60,000 training images); batches are converted to Float on the fly. The pixels are this
+/// process's array, or bytes in the node's shared window that every rank of the node reads
+/// (`NodeSharedData`); `withPixels` reads either without copying.
 public final class Dataset {
     public let name: String
     public let count: Int
     public let rows: Int
     public let cols: Int
-    public let pixels: [UInt8]
     public let labels: [UInt8]
     public var dim: Int { rows * cols }
+    private let own: [UInt8]?
+    private let shared: UnsafePointer<UInt8>?
+    /// Keeps the memory of `shared` alive.
+    private let keeper: AnyObject?
+    /// The pixels as an array. A node-shared set makes a private copy the first time it is asked
+    /// for (only rank 0's report and anomaly scoring do); the training path uses `withPixels`.
+    public private(set) lazy var pixels: [UInt8] = own ?? Array(UnsafeBufferPointer(start: shared!, count: count * dim))
 
     public init(name: String, count: Int, rows: Int, cols: Int, pixels: [UInt8], labels: [UInt8]) {
         self.name = name
         self.count = count
         self.rows = rows
         self.cols = cols
-        self.pixels = pixels
+        self.own = pixels
+        self.shared = nil
+        self.keeper = nil
         self.labels = labels
+    }
+
+    /// A set whose `count · rows · cols` pixels lie at `pixels`, memory that `keeper` owns.
+    init(name: String, count: Int, rows: Int, cols: Int, sharedPixels: UnsafePointer<UInt8>, keeper: AnyObject, labels: [UInt8]) {
+        self.name = name
+        self.count = count
+        self.rows = rows
+        self.cols = cols
+        self.own = nil
+        self.shared = sharedPixels
+        self.keeper = keeper
+        self.labels = labels
+    }
+
+    /// True when the pixels are the node's shared copy.
+    public var isNodeShared: Bool { shared != nil }
+
+    /// Runs `body` on the pixels (count · dim bytes) where they lie.
+    @inline(__always) public func withPixels<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        if let shared { return try body(UnsafeBufferPointer(start: shared, count: count * dim)) }
+        return try own!.withUnsafeBufferPointer(body)
     }
 
     /// Keeps only the samples whose label passes `keep` (anomaly detection trains on one class).
@@ -363,7 +394,7 @@ public struct BatchLoader {
     /// Gathers the images at `indices` into consecutive rows of `dst`.
     public func fill(_ dst: UnsafeMutablePointer<Float>, indices: UnsafeBufferPointer<Int32>) {
         let d = data.dim, b: Int32 = binarize ? 1 : 0
-        data.pixels.withUnsafeBufferPointer { px in
+        data.withPixels { px in
             for (r, idx) in indices.enumerated() {
                 aet_u8_to_float(px.baseAddress! + Int(idx) * d, dst + r * d, d, b)
             }
@@ -373,7 +404,7 @@ public struct BatchLoader {
     /// Contiguous range [start, start+count).
     public func fill(_ dst: UnsafeMutablePointer<Float>, start: Int, count: Int) {
         let d = data.dim
-        data.pixels.withUnsafeBufferPointer { px in
+        data.withPixels { px in
             aet_u8_to_float(px.baseAddress! + start * d, dst, count * d, binarize ? 1 : 0)
         }
     }

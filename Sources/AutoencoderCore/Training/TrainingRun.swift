@@ -9,8 +9,9 @@ public enum TrainingRun {
     public static func train(_ config: TrainConfig, comm: Communicator,
                              afterRun: ((Trainer, inout RunSummary) throws -> Void)? = nil) throws -> RunSummary {
         try checkBeforeStart(config, comm: comm)
-        let (train, test) = try loadData(config, comm: comm)
-        let trainer = try Trainer(config: config, comm: comm, train: train, test: test)
+        let topology = NodeTopology.make(comm: comm)
+        let (train, test) = try NodeSharedData.load(name: config.dataset.rawValue, comm: comm, topology: topology) { try decodeData(config) }
+        let trainer = try Trainer(config: config, comm: comm, train: train, test: test, topology: topology)
         trainer.checkpoints = Checkpointer(config: config)
         let resumedStep = try resumeOrInitialize(trainer)
         try comm.agree(comm.isRoot ? catching { try trainer.openMetrics(resumedAt: resumedStep) } : nil, what: "opening metrics.jsonl")
@@ -37,18 +38,15 @@ public enum TrainingRun {
         try comm.agree(comm.isRoot ? catching { try prepareOut(config.out) } : nil, what: "output directory check")
     }
 
-    /// The training and test splits (every rank holds the UInt8 images once).
-    static func loadData(_ config: TrainConfig, comm: Communicator) throws -> (Dataset, Dataset) {
-        let data: (Dataset, Dataset)? = try comm.collectively("data loading") {
-            var train = try IDX.load(dir: config.dataDir, split: .train, limit: config.trainLimit, name: config.dataset.rawValue)
-            var test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
-            if let c = config.normalClass {
-                train = train.filtered { Int($0) == c }
-                test = test  // anomaly scoring uses every test class
-            }
-            return (train, test)
+    /// Reads and decodes both splits (--train-limit, --test-limit, --normal-class): every rank on
+    /// its own, or one rank per node (`NodeSharedData`, which calls this).
+    static func decodeData(_ config: TrainConfig) throws -> (Dataset, Dataset) {
+        var train = try IDX.load(dir: config.dataDir, split: .train, limit: config.trainLimit, name: config.dataset.rawValue)
+        let test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
+        if let c = config.normalClass {
+            train = train.filtered { Int($0) == c }  // the test split keeps every class: anomaly scoring uses them
         }
-        return data!
+        return (train, test)
     }
 
     /// --resume: rank 0 reads and validates the checkpoint and broadcasts it; otherwise (or when
