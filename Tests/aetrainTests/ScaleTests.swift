@@ -50,6 +50,9 @@ final class HierarchicalExchangeTests: XCTestCase {
                 XCTAssertEqual(s["data_copies"] as? Int, 2, name + ": one data copy per node")
                 MPITests.assertSameRun(try MPITests.result(name, out: out), as: ref)
                 XCTAssertEqual(Self.lrs(out), lrs, name + ": the same rate at every step")
+                // The test split, read from the node's window by every rank, scores the same.
+                let refMSE = try XCTUnwrap(AE.json(base + "/one/summary.json")?["test_mse"] as? Double)
+                Compare.close(name + ": test MSE", try XCTUnwrap(s["test_mse"] as? Double, name), refMSE, rtol: 1e-4)
             }
         }
     }
