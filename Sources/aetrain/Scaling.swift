@@ -41,6 +41,8 @@ struct ScaleModelCommand: ParsableCommand {
     @Option(help: "Node counts, comma-separated.") var nodes: String = "1,2,4,8,16,32,64"
     @Option(name: .customLong("compare"), help: "summary.json of a measured run to set beside its prediction (repeatable).")
     var measured: [String] = []
+    @Option(parsing: .unconditional, help: "For --compare runs on one machine (pretend nodes): the cores all their ranks share (default: --cores-per-node).")
+    var machineCores: Int?
     @Flag(help: "Print JSON instead of tables.") var json = false
 
     func run() throws {
@@ -57,6 +59,7 @@ struct ScaleModelCommand: ParsableCommand {
         guard (1...65_536).contains(L) else { throw AETError.usage("--ranks-per-node \(L): must be in 1...65536") }
         let cores = coresPerNode ?? L
         guard (1...65_536).contains(cores) else { throw AETError.usage("--cores-per-node \(cores): must be in 1...65536") }
+        if let m = machineCores, !(1...65_536).contains(m) { throw AETError.usage("--machine-cores \(m): must be in 1...65536") }
         let nodeList = try nodes.split(separator: ",").map { s -> Int in
             guard let n = Int(s.trimmingCharacters(in: .whitespaces)), (1...1_000_000).contains(n) else {
                 throw AETError.usage("--nodes \(nodes): expected node counts like 1,2,4,8")
@@ -70,7 +73,7 @@ struct ScaleModelCommand: ParsableCommand {
         let model = ScalingModel(computePerSample: fit.perSample, computePerStep: fit.perStep, adamPerParameter: adam,
                                  parameters: runs[0].parameters, alphaNetwork: alpha ?? sw.alpha, betaNetwork: beta ?? sw.beta,
                                  alphaNode: sw.alphaAllreduce, betaNode: sw.betaAllreduce, barrier: sw.barrierSeconds / max(1, ScalingModel.log2Ceil(sw.ranksPerNode)),
-                                 betaMemory: sw.memorySecondsPerByte, coresPerNode: cores)
+                                 betaMemory: sw.memorySecondsPerByte, coresPerNode: Double(cores))
         var rows: [[String: Any]] = []
         let one = ScalingModel.Scheme.allCases.map { model.samplesPerSecond(nodes: 1, ranksPerNode: L, globalBatch: B, scheme: $0) }
         for n in nodeList {
@@ -91,7 +94,9 @@ struct ScaleModelCommand: ParsableCommand {
             let m = try Self.read(path)
             let n = m.nodes, l = (m.world + n - 1) / n
             guard let scheme = ScalingModel.Scheme(rawValue: m.gradSync == "none" ? "allreduce" : m.gradSync) else { continue }
-            let predicted = model.samplesPerSecond(nodes: n, ranksPerNode: l, globalBatch: m.batch, scheme: scheme)
+            var onMachine = model
+            if let mc = machineCores { onMachine.coresPerNode = Double(mc) / Double(n) }
+            let predicted = onMachine.samplesPerSecond(nodes: n, ranksPerNode: l, globalBatch: m.batch, scheme: scheme)
             comparisons.append(["run": path, "nodes": n, "ranks_per_node": l, "grad_sync": m.gradSync, "global_batch": m.batch,
                                 "measured": m.samplesPerSecond, "predicted": predicted ?? Double.nan])
         }

@@ -45,12 +45,13 @@ public struct ScalingModel: Codable, Sendable {
     /// A node barrier (s), and memory traffic time per byte (s/B) for one rank.
     public var barrier: Double
     public var betaMemory: Double
-    /// Cores per node (ranks beyond them time-share).
-    public var coresPerNode: Int
+    /// Cores per node (ranks beyond them time-share; fractional for pretend nodes sharing one
+    /// machine's cores).
+    public var coresPerNode: Double
 
     public init(computePerSample: Double, computePerStep: Double, adamPerParameter: Double, parameters: Int,
                 alphaNetwork: Double, betaNetwork: Double, alphaNode: Double, betaNode: Double,
-                barrier: Double, betaMemory: Double, coresPerNode: Int) {
+                barrier: Double, betaMemory: Double, coresPerNode: Double) {
         self.computePerSample = computePerSample
         self.computePerStep = computePerStep
         self.adamPerParameter = adamPerParameter
@@ -118,7 +119,7 @@ public struct ScalingModel: Codable, Sendable {
         guard p >= 1, L >= 1, B >= p else { return nil }
         if scheme == .shared && N > 1 { return nil }
         let b = Double((B + p - 1) / p)
-        let over = max(1, Double(L) / Double(max(1, coresPerNode)))
+        let over = max(1, Double(L) / max(coresPerNode, 1e-9))
         let compute = (computePerStep + computePerSample * b) * over
         let P = Double(parameters)
         let n = 4 * (P + Double(ScalingModel.extraSlots))
