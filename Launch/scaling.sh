@@ -4,7 +4,8 @@
 #     4 MB, a node barrier, memory copies; fitted α and β (sweep.json).
 #  2. Short runs (STEPS steps of MODEL at global batch BATCH, Fashion-MNIST, ROUNDS rounds
 #     round-robin, the best round of each kept): np 1; np 2 and 4 with the shared exchange and the
-#     all-reduce; np 4 as 2 × 2 pretend nodes (hierarchical) and 4 × 1 (all-reduce); np 2 as 2 × 1.
+#     all-reduce; np 4 as 2 × 2 pretend nodes (hierarchical) and 4 × 1 (all-reduce); np 2 as 2 × 1
+#     (all-reduce, and hierarchical: the ring across two pretend nodes).
 #  3. `aetrain scale-model` from the np 1 run and the sweep: predicted against measured samples/s
 #     for every run, then the predicted table for 1–64 nodes of RANKS_PER_NODE ranks at each of
 #     BATCHES; and the same with a cluster's network (CLUSTER_ALPHA s, CLUSTER_BETA s/B per node,
@@ -23,13 +24,13 @@ fi
 [[ "$(id -u)" -eq 0 ]] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 model="${MODEL:-mlp3}" batch="${BATCH:-128}" steps="${STEPS:-600}" rounds="${ROUNDS:-3}"
-cores="${MACHINE_CORES:-$(nproc)}" perNode="${RANKS_PER_NODE:-$(nproc)}"
+cores="${MACHINE_CORES:-$(nproc --all)}" perNode="${RANKS_PER_NODE:-$(nproc --all)}"
 out="${OUT:-scaling-run}"
-mkdir -p "$out"
+mkdir -p "$out/runs"
 mpirun --oversubscribe -np 2 "$bin" comm-sweep --output "$out/sweep.json" > /dev/null
 # name np ranks-per-node(pretend; "-" = the real node) grad-sync
 specs=("np1 1 - auto" "np2-shared 2 - auto" "np2-allreduce 2 - allreduce" "np4-shared 4 - auto" "np4-allreduce 4 - allreduce"
-       "np4-2x2-hierarchical 4 2 auto" "np4-4x1-allreduce 4 1 auto" "np2-2x1-allreduce 2 1 auto")
+       "np4-2x2-hierarchical 4 2 auto" "np4-4x1-allreduce 4 1 auto" "np2-2x1-allreduce 2 1 auto" "np2-2x1-hierarchical 2 1 hierarchical")
 for ((k = 1; k <= rounds; k++)); do
     for s in "${specs[@]}"; do
         read -r name np rpn gs <<< "$s"

@@ -132,10 +132,11 @@ struct ScaleModelCommand: ParsableCommand {
         }
         if !comparisons.isEmpty {
             print("")
-            print("measured run                                  nodes × ranks  grad_sync     batch   measured  predicted  pred/meas")
+            print("measured run (its folder)       nodes × ranks  grad_sync      batch   measured  predicted  pred/meas")
             for c in comparisons {
                 let meas = c["measured"] as! Double, pred = c["predicted"] as! Double
-                print(String(format: "%-45@ %5d × %-5d  %-12@ %6d %10.0f %10.0f %9.2f", (c["run"] as! String).suffix(45).description as NSString,
+                let name = URL(fileURLWithPath: c["run"] as! String).deletingLastPathComponent().lastPathComponent
+                print(String(format: "%-30@ %6d × %-5d  %-12@ %6d %10.0f %10.0f %9.2f", String(name.prefix(30)) as NSString,
                              c["nodes"] as! Int, c["ranks_per_node"] as! Int, c["grad_sync"] as! String as NSString, c["global_batch"] as! Int,
                              meas, pred, pred / meas))
             }

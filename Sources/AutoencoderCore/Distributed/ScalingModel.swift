@@ -16,10 +16,12 @@ import Foundation
 ///   `hierarchical`; times the same oversubscription factor.
 /// - exchange:
 ///   - `allreduce`, one MPI all-reduce over all p ranks: Open MPI picks recursive doubling for
-///     small messages and Rabenseifner's reduce-scatter + all-gather for large ones, so
+///     small messages and Rabenseifner's reduce-scatter + all-gather for large ones, so on one node
 ///     min(⌈log₂p⌉(α + nβ), 2⌈log₂p⌉α + 2(p−1)/p · nβ) (Thakur, Rabenseifner and Gropp 2005). Across
-///     nodes the L ranks of a node share its network link, so the bandwidth term is L times a
-///     rank's: the node sends about 2nL bytes.
+///     nodes (ranks numbered node by node) the steps at a distance of L ranks or more cross the
+///     network, where the L ranks of a node share its link: Rabenseifner sends 2(1 − 1/N)·n bytes
+///     per rank across, so 2(1 − 1/N)·n·L per node (recursive doubling ⌈log₂N⌉·n·L), plus its
+///     steps inside the node at the node's α and β.
 ///   - `shared` (one node): two node barriers (⌈log₂L⌉ rounds each) plus the memory traffic of
 ///     the fused pass: each rank reads its 1/L slice of the L gradients (4P bytes) and copies the
 ///     other slices back (4P(L−1)/L bytes read and as many written), at the memory's time per byte.
@@ -87,12 +89,24 @@ public struct ScalingModel: Codable, Sendable {
     /// ⌈log₂ p⌉.
     public static func log2Ceil(_ p: Int) -> Double { p <= 1 ? 0 : Double(Int.bitWidth - (p - 1).leadingZeroBitCount) }
 
-    /// A flat all-reduce of `bytes` over `p` ranks with message latency α and time per byte β.
-    public static func allreduceSeconds(ranks p: Int, bytes n: Double, alpha: Double, beta: Double, linkSharers: Int = 1) -> Double {
+    /// A flat all-reduce of `bytes` over `p` ranks of one node (message latency α, time per byte β).
+    public static func allreduceSeconds(ranks p: Int, bytes n: Double, alpha: Double, beta: Double) -> Double {
         guard p > 1 else { return 0 }
-        let lg = log2Ceil(p), share = Double(linkSharers)
-        let doubling = lg * (alpha + n * beta * share)
-        let rabenseifner = 2 * lg * alpha + 2 * Double(p - 1) / Double(p) * n * beta * share
+        let lg = log2Ceil(p)
+        let doubling = lg * (alpha + n * beta)
+        let rabenseifner = 2 * lg * alpha + 2 * Double(p - 1) / Double(p) * n * beta
+        return min(doubling, rabenseifner)
+    }
+
+    /// A flat all-reduce of `bytes` over N nodes × L ranks: the steps across nodes at the
+    /// network's α and β with the node's L ranks sharing its link, the others at the node's.
+    public static func allreduceSeconds(nodes N: Int, ranksPerNode L: Int, bytes n: Double, alpha: Double, beta: Double,
+                                        alphaNode: Double, betaNode: Double) -> Double {
+        guard N > 1 else { return allreduceSeconds(ranks: L, bytes: n, alpha: alphaNode, beta: betaNode) }
+        let lgN = log2Ceil(N), lgL = log2Ceil(L), l = Double(L), nn = Double(N)
+        let doubling = lgN * (alpha + n * beta * l) + lgL * (alphaNode + n * betaNode)
+        let rabenseifner = 2 * lgN * alpha + 2 * (1 - 1 / nn) * n * beta * l
+            + 2 * lgL * alphaNode + 2 * (1 / nn) * (1 - 1 / l) * n * betaNode
         return min(doubling, rabenseifner)
     }
 
@@ -127,8 +141,8 @@ public struct ScalingModel: Codable, Sendable {
         var exchange = 0.0
         switch scheme {
         case .allreduce:
-            exchange = N == 1 ? ScalingModel.allreduceSeconds(ranks: p, bytes: n, alpha: alphaNode, beta: betaNode)
-                              : ScalingModel.allreduceSeconds(ranks: p, bytes: n, alpha: alphaNetwork, beta: betaNetwork, linkSharers: L)
+            exchange = ScalingModel.allreduceSeconds(nodes: N, ranksPerNode: L, bytes: n, alpha: alphaNetwork, beta: betaNetwork,
+                                                     alphaNode: alphaNode, betaNode: betaNode)
         case .shared:
             adam /= Double(L)
             exchange = nodeSeconds(ranksPerNode: L, nodeSum: false)
