@@ -85,6 +85,31 @@ final class HierarchicalExchangeTests: XCTestCase {
         XCTAssertTrue(bucket.stderr.contains("rank 1: error: --bucket-size 1.0: overlapped all-reduce needs --grad-sync allreduce or auto, not hierarchical"), bucket.stderr)
     }
 
+    /// An Inf/NaN in one rank's gradient on the second of 2 × 2 pretend nodes (rank 3, step 3): its
+    /// flag crosses the nodes with the step's totals, so with --on-nan stop every rank exits 5
+    /// naming step 3, and with skip every rank skips it and the run ends with finite parameters.
+    func testNonFiniteGradientOnAnotherNode() throws {
+        let mnist = try AE.requireMNIST()
+        let args = ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "1024", "--test-limit", "100", "--max-steps", "6",
+                    "--log-every", "1", "--checkpoint-every", "6", "--no-report"]
+        let env = ["AETRAIN_TEST_NAN_GRAD": "3:3", "AETRAIN_TEST_RANKS_PER_NODE": "2"]
+        let stop = try AE.mpirun(4, args + ["--out", AE.tempDir("hier-nan")], env: env, timeout: 90)
+        XCTAssertFalse(stop.timedOut)
+        XCTAssertEqual(stop.status, ExitCode.nonFinite, stop.stderr)
+        for prefix in ["", "rank 1: ", "rank 2: ", "rank 3: "] {
+            XCTAssertTrue(stop.stderr.contains(prefix + "error: non-finite loss or gradient at step 3"), prefix + stop.stderr)
+        }
+        let out = AE.tempDir("hier-nanskip")
+        let skip = try AE.mpirun(4, args + ["--out", out, "--on-nan", "skip"], env: env, timeout: 90)
+        XCTAssertFalse(skip.timedOut)
+        XCTAssertEqual(skip.status, 0, skip.stderr)
+        XCTAssertTrue(skip.stderr.contains("step 3; step skipped"), skip.stderr)
+        XCTAssertEqual(AE.json(out + "/summary.json")?["grad_sync"] as? String, "hierarchical")
+        XCTAssertEqual(try AE.metadata(AE.checkpoint(out))["adam_step"], "5", "one of the 6 steps skipped")
+        let params = try AE.parameters(AE.checkpoint(out))
+        XCTAssertTrue(params.values.allSatisfy { $0.allSatisfy(\.isFinite) })
+    }
+
     /// No usable shared-memory directory across 2 × 2 pretend nodes: auto warns and trains with the
     /// all-reduce, each rank with its own data copy; --grad-sync hierarchical stops every rank with
     /// one line (exit 6). Neither hangs.
