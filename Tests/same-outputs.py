@@ -10,7 +10,7 @@ Environment: AETRAIN_MNIST_DIR (the four MNIST IDX files). Exit 0 when every cas
 Excluded (masked to "X" before the comparison, everything else must be equal byte for byte):
   metrics.jsonl  samples_per_second, elapsed_seconds
   summary.json   samples_per_second, train_seconds, wall_seconds, report_seconds, ms_per_step,
-                 train_gflops, peak_rss_mb, peak_rss_mb_per_rank
+                 train_gflops, peak_rss_mb, peak_rss_mb_per_rank, pss_mb_per_rank
   report.html    the same keys' rows of the summary table, the headline's samples/s and wall time
   .aetrain.lock  all of it (the PID and host of the run that held the folder)
 Checkpoints, figures (PNG/SVG) and every other file: byte for byte. Exit codes must match too.
@@ -18,7 +18,7 @@ Checkpoints, figures (PNG/SVG) and every other file: byte for byte. Exit codes m
 import os, re, shutil, signal, subprocess, sys, time
 
 TIME_KEYS = ["samples_per_second", "train_seconds", "wall_seconds", "report_seconds", "ms_per_step",
-             "train_gflops", "peak_rss_mb", "peak_rss_mb_per_rank", "elapsed_seconds"]
+             "train_gflops", "peak_rss_mb", "peak_rss_mb_per_rank", "pss_mb_per_rank", "elapsed_seconds"]
 
 old_bin, new_bin = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 work = os.path.abspath(sys.argv[3] if len(sys.argv) > 3 else "/tmp/aetrain-same-outputs")
@@ -28,7 +28,7 @@ if not mnist or not os.path.exists(os.path.join(mnist, "train-images-idx3-ubyte.
     sys.exit("set AETRAIN_MNIST_DIR to the MNIST folder")
 env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-for k in ["AETRAIN_TEST_NAN_GRAD", "AETRAIN_TEST_PERTURB", "AETRAIN_TEST_CRASH_AFTER_TEMP"]:
+for k in ["AETRAIN_TEST_NAN_GRAD", "AETRAIN_TEST_PERTURB", "AETRAIN_TEST_CRASH_AFTER_TEMP", "AETRAIN_TEST_RANKS_PER_NODE"]:
     env.pop(k, None)
 
 base = ["--dataset", "mnist", "--data-dir", mnist, "--train-limit", "1024", "--test-limit", "300",

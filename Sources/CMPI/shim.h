@@ -15,10 +15,12 @@ static inline int aet_mpi_init(void) {
 static inline MPI_Comm aet_mpi_comm_world(void) { return MPI_COMM_WORLD; }
 static inline int aet_mpi_comm_rank(MPI_Comm c) { int r = 0; MPI_Comm_rank(c, &r); return r; }
 static inline int aet_mpi_comm_size(MPI_Comm c) { int s = 1; MPI_Comm_size(c, &s); return s; }
-/* The ranks passing the same color, ordered by key. */
+/* The ranks passing the same color, ordered by key. A rank passing color < 0 joins none
+   (MPI_UNDEFINED) and gets MPI_COMM_NULL: aet_mpi_comm_is_null tells. */
 static inline int aet_mpi_comm_split(MPI_Comm c, int color, int key, MPI_Comm *out) {
-    return MPI_Comm_split(c, color, key, out);
+    return MPI_Comm_split(c, color < 0 ? MPI_UNDEFINED : color, key, out);
 }
+static inline int aet_mpi_comm_is_null(MPI_Comm c) { return c == MPI_COMM_NULL; }
 /* The ranks that share this rank's node (shared memory), in c's rank order. */
 static inline int aet_mpi_comm_split_node(MPI_Comm c, MPI_Comm *out) {
     int r = 0;
@@ -46,6 +48,11 @@ static inline int aet_mpi_bcast_bytes(void *buf, int n, int root, MPI_Comm c) {
     return MPI_Bcast(buf, n, MPI_BYTE, root, c);
 }
 static inline int aet_mpi_barrier(MPI_Comm c) { return MPI_Barrier(c); }
+/* Send `sn` floats to `dest` while receiving `rn` floats from `src` (one ring step). Point-to-point
+   messages allocate nothing per call in Open MPI (its collectives malloc a scratch buffer each). */
+static inline int aet_mpi_sendrecv_float(const float *sbuf, int sn, int dest, float *rbuf, int rn, int src, MPI_Comm c) {
+    return MPI_Sendrecv(sbuf, sn, MPI_FLOAT, dest, 71, rbuf, rn, MPI_FLOAT, src, 71, c, MPI_STATUS_IGNORE);
+}
 
 /* Node-shared memory (MPI-3 shared windows, osc/sm): one allocation that every rank of a
    communicator maps, when all its ranks share a node. Returns how many of c's ranks share this

@@ -9,7 +9,8 @@ struct AETrain: ParsableCommand {
         abstract: "Train autoencoders on MNIST and Fashion-MNIST, data-parallel over MPI.",
         discussion: "Run under mpirun for data-parallel training: mpirun -np 4 aetrain [train options]. Without mpirun it runs as a single rank.",
         version: aetrainVersion,
-        subcommands: [Train.self, Eval.self, Encode.self, Reconstruct.self, Info.self, Fetch.self, Models.self, Generate.self, PCACommand.self, Anomaly.self, Denoise.self, Compare.self, Bench.self, CommSelfTest.self],
+        subcommands: [Train.self, Eval.self, Encode.self, Reconstruct.self, Info.self, Fetch.self, Models.self, Generate.self, PCACommand.self, Anomaly.self, Denoise.self, Compare.self, Bench.self, CommSelfTest.self,
+                      CommSweepCommand.self, ScaleModelCommand.self, DataSelfTest.self],
         defaultSubcommand: Train.self)
 
     /// Parse errors become one line on stderr and exit code 2; --help and --version print as usual.
@@ -66,6 +67,10 @@ struct TrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Stop after this many optimizer steps.") var maxSteps: Int?
     @Option(parsing: .unconditional, help: "Global batch size (split across ranks).") var batchSize: Int = 128
     @Option(parsing: .unconditional, help: "Learning rate.") var lr: Double = 1e-3
+    @Option(help: "Learning rate after the warm-up: constant, cosine (PyTorch CosineAnnealingLR to 0 at the run's last step) or step:EVERY:GAMMA (StepLR).")
+    var lrSchedule: String = "constant"
+    @Option(parsing: .unconditional, help: "Linear learning-rate warm-up over the first N steps (step t takes lr·(t+1)/N).") var warmupSteps: Int = 0
+    @Flag(help: "Linear scaling rule (Goyal et al. 2017): the learning rate is --lr × global batch / 128.") var scaleLr = false
     @Option(parsing: .unconditional, help: "Weight decay (L2 added to the gradient, as torch.optim.Adam; decoupled with --adamw).") var weightDecay: Double = 0
     @Flag(help: "AdamW: decoupled weight decay.") var adamw = false
     @Option(parsing: .unconditional, help: "Adam beta1.") var beta1: Double = 0.9
@@ -91,7 +96,7 @@ struct TrainOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Debug: compare a parameter checksum across ranks every N steps.") var checkSync: Int = 0
     @Option(parsing: .unconditional, help: "Gradient bucket size in MB: all-reduce buckets during backward, overlapped (0: one all-reduce after backward).")
     var bucketSize: Double = 0
-    @Option(help: "Gradient exchange: shared (one node: gradients and Adam moments in MPI shared memory, each rank sums and updates its slice of the parameters in one pass), allreduce (one MPI all-reduce, then the whole Adam step on every rank), or auto (shared when all ranks are on one node and --bucket-size is 0).")
+    @Option(help: "Gradient exchange: shared (one node: gradients and Adam moments in MPI shared memory, each rank sums and updates its slice of the parameters in one pass), hierarchical (several nodes: shared inside each node, each slice all-reduced across nodes), allreduce (one MPI all-reduce, then the whole Adam step on every rank), or auto (with --bucket-size 0: shared on one node, hierarchical across nodes when a node has several ranks, else allreduce).")
     var gradSync: GradientSync = .auto
     @Option(parsing: .unconditional, help: "Abort the job when a collective is pending longer than SEC seconds (0 disables).") var collectiveTimeout: Double = 300
     @Option(help: "On a non-finite loss or gradient: stop or skip the step.") var onNan: OnNaN = .stop
@@ -161,6 +166,10 @@ struct TrainOptions: ParsableArguments {
         c.adam.beta1 = beta1
         c.adam.beta2 = beta2
         c.adam.eps = eps
+        let schedule = try LRSchedule.kind(parsing: lrSchedule)
+        if schedule != .constant || warmupSteps != 0 || scaleLr {
+            c.lrSchedule = LRSchedule(kind: schedule, warmupSteps: warmupSteps, scaleLR: scaleLr)
+        }
         c.initScheme = initScheme ?? spec.defaultInit
         c.epochs = epochs
         c.maxSteps = maxSteps

@@ -62,32 +62,36 @@ final class AllocationTests: XCTestCase {
             XCTAssertGreaterThan(counts[0], 0, "the shim counted nothing")
             XCTAssertLessThan(counts[1] - counts[0], 500, "\(model): \(counts[1] - counts[0]) allocations in 1,000 extra steps")
         }
-        // Two ranks with the shared gradient exchange (barriers and the fused Adam pass), counted
-        // per rank. (Not the all-reduce: Open MPI's Rabenseifner all-reduce mallocs its scratch
-        // buffer on every call, inside the library.)
+        // Several ranks, counted per rank: two ranks with the shared gradient exchange (barriers
+        // and the fused Adam pass), and four as 2 × 2 pretend nodes with the hierarchical one (node
+        // sums, the ring across nodes from point-to-point messages, the node's data window). (Not
+        // the all-reduce exchange: Open MPI's all-reduce algorithms malloc a scratch buffer on every
+        // call, inside the library.)
         try AE.requireMPI()
-        for sync in ["shared"] {
+        for (np, sync, perNode) in [(2, "shared", "2"), (4, "hierarchical", "2")] {
             var counts: [[Int]] = []
             for steps in [20, 1020] {
-                var best = [Int.max, Int.max]
+                var best = [Int](repeating: Int.max, count: np)
                 for attempt in 0..<2 {
-                    let out = dir + "/np2-\(sync)-\(steps)-\(attempt)"
-                    let r = AE.exec(["mpirun", "--oversubscribe", "-np", "2", "-x", "LD_PRELOAD=" + dir + "/shim.so", "-x", "AET_MALLOC_OUT=" + out + ".count",
+                    let out = dir + "/np\(np)-\(sync)-\(steps)-\(attempt)"
+                    let r = AE.exec(["mpirun", "--oversubscribe", "-np", String(np), "-x", "LD_PRELOAD=" + dir + "/shim.so", "-x", "AET_MALLOC_OUT=" + out + ".count",
+                                     "-x", "AETRAIN_TEST_RANKS_PER_NODE=" + perNode,
                                      release, "--dataset", "mnist", "--data-dir", mnist, "--model", "mlp3", "--max-steps", String(steps),
                                      "--epochs", "10", "--batch-size", "32", "--test-limit", "64", "--log-every", "100000",
-                                     "--grad-sync", sync, "--no-report", "--out", out], timeout: 120)
+                                     "--grad-sync", sync, "--no-report", "--out", out], timeout: 180)
                     XCTAssertEqual(r.status, 0, r.stderr)
-                    for rank in 0..<2 {
+                    XCTAssertEqual(AE.json(out + "/summary.json")?["grad_sync"] as? String, sync)
+                    for rank in 0..<np {
                         let text = (try? String(contentsOfFile: out + ".count.rank\(rank)", encoding: .utf8)) ?? ""
                         best[rank] = min(best[rank], Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1)
                     }
                 }
                 counts.append(best)
             }
-            for rank in 0..<2 {
-                XCTAssertGreaterThan(counts[0][rank], 0, "rank \(rank): the shim counted nothing")
+            for rank in 0..<np {
+                XCTAssertGreaterThan(counts[0][rank], 0, "np \(np) rank \(rank): the shim counted nothing")
                 XCTAssertLessThan(counts[1][rank] - counts[0][rank], 500,
-                                  "np 2 \(sync) rank \(rank): \(counts[1][rank] - counts[0][rank]) allocations in 1,000 extra steps")
+                                  "np \(np) \(sync) rank \(rank): \(counts[1][rank] - counts[0][rank]) allocations in 1,000 extra steps")
             }
         }
     }

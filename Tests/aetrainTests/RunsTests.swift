@@ -99,7 +99,8 @@ final class RunsTests: XCTestCase {
         let r = AE.run(Self.base(mnist, limit: 300) + [
             "--model", "deep32", "--latent", "8", "--noise", "gaussian:0.3", "--lr", "0.002", "--weight-decay", "1e-4", "--adamw",
             "--seed", "7", "--batch-size", "50", "--epochs", "3", "--log-every", "2", "--keep-best", "--early-stop", "5:0.001",
-            "--val-split", "0.2", "--checkpoint-every", "4", "--keep", "10", "--no-report", "--out", a])
+            "--val-split", "0.2", "--checkpoint-every", "4", "--keep", "10", "--no-report",
+            "--lr-schedule", "cosine", "--warmup-steps", "3", "--out", a])
         XCTAssertEqual(r.status, 0, r.stderr)
         let rb = AE.run(["--config", a + "/config.json", "--data-dir", mnist, "--out", b])
         XCTAssertEqual(rb.status, 0, rb.stderr)

@@ -3,13 +3,14 @@ import CZlib
 import Foundation
 
 /// A split of an IDX image set with its labels. Pixels stay UInt8 in memory (47 MB for the
-/// 60,000 training images); batches are converted to Float on the fly.
+/// 60,000 training images); batches are converted to Float on the fly. The pixels are this
+/// process's array, or bytes in the node's shared window that every rank of the node reads
+/// (`NodeSharedData`); `withPixels` reads either without copying.
 public final class Dataset {
     public let name: String
     public let count: Int
     public let rows: Int
     public let cols: Int
-    public let pixels: [UInt8]
     public let labels: [UInt8]
     public var dim: Int { rows * cols }
     /// The files it was read from and the SHA-256 of their whole decompressed content (computed
@@ -21,13 +22,60 @@ public final class Dataset {
         public var labelsPath: String, labelsSHA256: String
     }
 
+    private let own: [UInt8]?
+    private let shared: UnsafePointer<UInt8>?
+    /// Keeps the memory of `shared` alive.
+    private let keeper: AnyObject?
+    /// The pixels as an array. A node-shared set makes a private copy the first time it is asked
+    /// for (only rank 0's report and anomaly scoring do); the training path uses `withPixels`.
+    public private(set) lazy var pixels: [UInt8] = own ?? Array(UnsafeBufferPointer(start: shared!, count: count * dim))
+
     public init(name: String, count: Int, rows: Int, cols: Int, pixels: [UInt8], labels: [UInt8]) {
         self.name = name
         self.count = count
         self.rows = rows
         self.cols = cols
-        self.pixels = pixels
+        self.own = pixels
+        self.shared = nil
+        self.keeper = nil
         self.labels = labels
+    }
+
+    /// A set whose `count · rows · cols` pixels lie at `pixels`, memory that `keeper` owns.
+    init(name: String, count: Int, rows: Int, cols: Int, sharedPixels: UnsafePointer<UInt8>, keeper: AnyObject, labels: [UInt8]) {
+        self.name = name
+        self.count = count
+        self.rows = rows
+        self.cols = cols
+        self.own = nil
+        self.shared = sharedPixels
+        self.keeper = keeper
+        self.labels = labels
+    }
+
+    /// True when the pixels are the node's shared copy.
+    public var isNodeShared: Bool { shared != nil }
+
+    /// Runs `body` on the pixels (count · dim bytes) where they lie.
+    @inline(__always) public func withPixels<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        if let shared { return try body(UnsafeBufferPointer(start: shared, count: count * dim)) }
+        return try own!.withUnsafeBufferPointer(body)
+    }
+
+    /// Images [lo, hi) as a dataset of their own (the validation split and the rest): a view of
+    /// the node's shared copy when the pixels are there, else a copy.
+    public func slice(_ lo: Int, _ hi: Int) -> Dataset {
+        precondition(0 <= lo && lo <= hi && hi <= count)
+        let d: Dataset
+        if let shared, let keeper {
+            d = Dataset(name: name, count: hi - lo, rows: rows, cols: cols, sharedPixels: shared + lo * dim, keeper: keeper,
+                        labels: Array(labels[lo..<hi]))
+        } else {
+            d = Dataset(name: name, count: hi - lo, rows: rows, cols: cols, pixels: Array(own![(lo * dim)..<(hi * dim)]),
+                        labels: Array(labels[lo..<hi]))
+        }
+        d.source = source  // the file it came from (the start-up check compares every rank's files)
+        return d
     }
 
     /// Keeps only the samples whose label passes `keep` (anomaly detection trains on one class).
@@ -375,7 +423,7 @@ public struct BatchLoader {
     /// Gathers the images at `indices` into consecutive rows of `dst`.
     public func fill(_ dst: UnsafeMutablePointer<Float>, indices: UnsafeBufferPointer<Int32>) {
         let d = data.dim, b: Int32 = binarize ? 1 : 0
-        data.pixels.withUnsafeBufferPointer { px in
+        data.withPixels { px in
             for (r, idx) in indices.enumerated() {
                 aet_u8_to_float(px.baseAddress! + Int(idx) * d, dst + r * d, d, b)
             }
@@ -385,7 +433,7 @@ public struct BatchLoader {
     /// Contiguous range [start, start+count).
     public func fill(_ dst: UnsafeMutablePointer<Float>, start: Int, count: Int) {
         let d = data.dim
-        data.pixels.withUnsafeBufferPointer { px in
+        data.withPixels { px in
             aet_u8_to_float(px.baseAddress! + start * d, dst, count * d, binarize ? 1 : 0)
         }
     }

@@ -17,16 +17,13 @@
 /// a resume `shareOptimizerState` brings rank 0's restored moments to every rank that needs them.
 ///
 /// Implementations: `AllReduceExchange` (any cluster; also the single rank, on a
-/// `LocalCommunicator`) and `NodeSharedExchange` (every rank on one node). `chooseGradientExchange`
-/// picks one at start-up; nothing else knows which one runs. A new scheme is one new type here,
-/// plus its case in `chooseGradientExchange` and `GradientSync`. For example a hierarchical
-/// exchange (shared memory inside a node, the network across nodes) would hold
-/// `comm.splitByNode()` with a `SharedWindow` over it and `comm.split(color: localRank, key:
-/// nodeIndex)`; `reduce` would sum the node's gradients over this rank's slice and all-reduce that
-/// slice (and the totals) across nodes, `update` run Adam on the slice, `share` publish and gather
-/// as `NodeSharedExchange` does, and `shareOptimizerState` broadcast the moments to every node.
+/// `LocalCommunicator`), `NodeSharedExchange` (every rank on one node) and `HierarchicalExchange`
+/// (several nodes: shared memory inside a node, a ring all-reduce of each slice across nodes).
+/// `chooseGradientExchange` picks one at start-up; nothing else knows which one runs. A new scheme
+/// is one new type here, plus its case in `chooseGradientExchange` and `GradientSync`.
 public protocol GradientExchange: AnyObject {
-    /// How summary.json names this exchange (`grad_sync`): "none" (one rank), "allreduce", "shared".
+    /// How summary.json names this exchange (`grad_sync`): "none" (one rank), "allreduce", "shared",
+    /// "hierarchical".
     var name: String { get }
     /// Called by backward as soon as every gradient from `offset` to the end of the parameters is
     /// final (layers finish last first), so reductions can start while backward goes on.
@@ -102,10 +99,28 @@ enum ExtraSlots {
     }
 }
 
-/// The exchange `--grad-sync` asks for: node-shared when every rank is on one node (auto, unless
-/// --bucket-size is set) or when asked; otherwise the all-reduce (on one rank: the local
-/// communicator's, which does nothing). Collective.
-func chooseGradientExchange(config: TrainConfig, comm: Communicator, model: Autoencoder, adam: Adam) throws -> GradientExchange {
+/// The exchange `--grad-sync` asks for. `auto`, unless --bucket-size is set: node-shared when
+/// every rank is on one node; hierarchical when the ranks span several nodes and some node has
+/// more than one rank; the all-reduce when every node has one rank. An explicit mode is used as
+/// asked (shared across nodes is a usage error). On one rank: the local communicator's all-reduce,
+/// which does nothing. `topology` says which ranks share a node (nil for one rank). Collective.
+func chooseGradientExchange(config: TrainConfig, comm: Communicator, model: Autoencoder, adam: Adam,
+                            topology: NodeTopology? = nil) throws -> GradientExchange {
+    let mode = config.gradientSync ?? .auto
+    if let t = topology, let world = comm as? MPICommunicator, mode == .hierarchical || t.nodeCount > 1 {
+        switch mode {
+        case .shared:
+            throw AETError("--grad-sync shared: the \(comm.size) ranks are not all on one node (\(t.describe(worldSize: comm.size)); use auto, hierarchical or allreduce)",
+                           exitCode: ExitCode.usage, allRanks: true)
+        case .hierarchical:
+            return try HierarchicalExchange.make(world: world, topology: t, model: model, adam: adam, required: true)!
+        case .auto where config.bucketSizeMB == 0 && t.maxLocalSize > 1:
+            if let h = try HierarchicalExchange.make(world: world, topology: t, model: model, adam: adam, required: false) { return h }
+        default:
+            break
+        }
+        return AllReduceExchange(config: config, comm: comm, model: model, adam: adam)
+    }
     if let shared = try NodeSharedExchange.make(config: config, comm: comm, model: model, adam: adam) { return shared }
     return AllReduceExchange(config: config, comm: comm, model: model, adam: adam)
 }

@@ -5,10 +5,10 @@ public enum RunReport {
     /// PCA of the training images at `components`, with its per-pixel test MSE.
     public static func pcaBaseline(train: Dataset, test: Dataset, components: Int) throws -> Double {
         let k = max(1, min(components, train.dim, train.count - 1))
-        let pca = try train.pixels.withUnsafeBufferPointer {
+        let pca = try train.withPixels {
             try PCA.fit(images: $0.baseAddress!, count: train.count, dim: train.dim, components: k)
         }
-        return test.pixels.withUnsafeBufferPointer {
+        return test.withPixels {
             pca.meanSquaredError(images: $0.baseAddress!, count: test.count, dim: test.dim)
         }
     }
@@ -45,7 +45,7 @@ public enum RunReport {
     /// Gathers the images at `idx` of `ds` into a new small dataset (for per-class views).
     static func subset(_ ds: Dataset, _ idx: [Int]) -> Dataset {
         var px: [UInt8] = []
-        for i in idx { px.append(contentsOf: ds.pixels[(i * ds.dim)..<((i + 1) * ds.dim)]) }
+        ds.withPixels { all in for i in idx { px.append(contentsOf: all[(i * ds.dim)..<((i + 1) * ds.dim)]) } }
         return Dataset(name: ds.name, count: idx.count, rows: ds.rows, cols: ds.cols, pixels: px, labels: idx.map { ds.labels[$0] })
     }
 

@@ -10,6 +10,7 @@ import Foundation
 /// | `AETRAIN_TEST_NAN_GRAD` | `RANK:STEP` | after backward of step STEP (1-based), that rank's last gradient becomes NaN (`--on-nan` tests) |
 /// | `AETRAIN_TEST_PERTURB` | `RANK:STEP` | at the `--check-sync` after step STEP, that rank's first parameter drifts by 1e-3 |
 /// | `AETRAIN_TEST_CRASH_AFTER_TEMP` | path prefix | an atomic write to a path with that prefix exits (code 99) after its temp file is written and synced, before the rename (`AtomicFile`) |
+/// | `AETRAIN_TEST_RANKS_PER_NODE` | K ≥ 1 | the ranks act as pretend nodes of K consecutive ranks (`NodeTopology`): np 4 with K = 2 runs as 2 nodes × 2 ranks, K = 3 as 3 + 1 |
 public struct FaultInjection: Sendable {
     /// A rank and a 1-based step.
     public struct RankStep: Equatable, Sendable {
@@ -31,16 +32,20 @@ public struct FaultInjection: Sendable {
     public var nanGradient: RankStep?
     public var perturbParameters: RankStep?
     public var crashAfterTemp: String?
+    public var ranksPerNode: Int?
 
-    public init(nanGradient: RankStep? = nil, perturbParameters: RankStep? = nil, crashAfterTemp: String? = nil) {
+    public init(nanGradient: RankStep? = nil, perturbParameters: RankStep? = nil, crashAfterTemp: String? = nil,
+                ranksPerNode: Int? = nil) {
         self.nanGradient = nanGradient
         self.perturbParameters = perturbParameters
         self.crashAfterTemp = crashAfterTemp
+        self.ranksPerNode = ranksPerNode
     }
 
     public init(environment env: [String: String]) {
         self.init(nanGradient: RankStep(env["AETRAIN_TEST_NAN_GRAD"]), perturbParameters: RankStep(env["AETRAIN_TEST_PERTURB"]),
-                  crashAfterTemp: env["AETRAIN_TEST_CRASH_AFTER_TEMP"])
+                  crashAfterTemp: env["AETRAIN_TEST_CRASH_AFTER_TEMP"],
+                  ranksPerNode: env["AETRAIN_TEST_RANKS_PER_NODE"].flatMap { Int($0) }.flatMap { $0 >= 1 ? $0 : nil })
     }
 
     /// The hooks of this process, read once.

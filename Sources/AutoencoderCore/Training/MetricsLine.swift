@@ -12,6 +12,9 @@ public enum MetricsLine {
         public var samplesPerSecond: Double
         /// Samples in the global batch.
         public var samples: Int
+        /// The learning rate of the step's update (--lr, or its --lr-schedule / --warmup-steps /
+        /// --scale-lr value at that step).
+        public var lr: Double
         /// VAE and penalty models: the reconstruction term alone.
         public var recon: Double?
         /// VAE: the KL term.
@@ -21,20 +24,21 @@ public enum MetricsLine {
         /// Seconds since training started, continued across resumes (measures time).
         public var elapsedSeconds: Double?
 
-        public init(step: Int, epoch: Int, loss: Double, samplesPerSecond: Double, samples: Int,
+        public init(step: Int, epoch: Int, loss: Double, samplesPerSecond: Double, samples: Int, lr: Double,
                     recon: Double? = nil, kl: Double? = nil, penalty: Double? = nil) {
             self.step = step
             self.epoch = epoch
             self.loss = loss
             self.samplesPerSecond = samplesPerSecond
             self.samples = samples
+            self.lr = lr
             self.recon = recon
             self.kl = kl
             self.penalty = penalty
         }
 
         public enum CodingKeys: String, CodingKey, CaseIterable {
-            case step, epoch, loss, samplesPerSecond = "samples_per_second", samples, recon, kl, penalty
+            case step, epoch, loss, samplesPerSecond = "samples_per_second", samples, lr, recon, kl, penalty
             case elapsedSeconds = "elapsed_seconds"
         }
     }

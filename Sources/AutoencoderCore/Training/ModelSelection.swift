@@ -96,16 +96,6 @@ public struct ModelSelection: Codable, Equatable, Sendable {
     }
 }
 
-extension Dataset {
-    /// Images [lo, hi) as a dataset of their own (the validation split and the rest).
-    public func slice(_ lo: Int, _ hi: Int) -> Dataset {
-        let d = Dataset(name: name, count: hi - lo, rows: rows, cols: cols, pixels: Array(pixels[(lo * dim)..<(hi * dim)]),
-                        labels: Array(labels[lo..<hi]))
-        d.source = source  // the file it came from (the start-up check compares every rank's files)
-        return d
-    }
-}
-
 /// One evaluation as the parts that watch training see it: the test split, the validation split
 /// (with --val-split) and the epoch's mean training loss (epoch ends only).
 public struct EvaluationRecord: Sendable {

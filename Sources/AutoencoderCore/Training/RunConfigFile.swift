@@ -127,6 +127,9 @@ public enum RunConfigFile {
         ConfigKey("max_steps", .integer),
         ConfigKey("batch_size", .integer),
         ConfigKey("lr", .number),
+        ConfigKey("lr_schedule", .string),
+        ConfigKey("warmup_steps", .integer),
+        ConfigKey("scale_lr", .flag),
         ConfigKey("weight_decay", .number),
         ConfigKey("adamw", .flag),
         ConfigKey("beta1", .number),
@@ -341,6 +344,9 @@ public enum RunConfigFile {
         o["max_steps"] = c.maxSteps.map { $0 as Any } ?? null
         o["batch_size"] = c.batchSize
         o["lr"] = c.adam.lr
+        o["lr_schedule"] = c.lrSchedule?.kindDescription ?? "constant"
+        o["warmup_steps"] = c.lrSchedule?.warmupSteps ?? 0
+        o["scale_lr"] = c.lrSchedule?.scaleLR ?? false
         o["weight_decay"] = c.adam.weightDecay
         o["adamw"] = c.adam.decoupled
         o["beta1"] = c.adam.beta1

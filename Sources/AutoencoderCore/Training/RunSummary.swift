@@ -60,6 +60,15 @@ public struct RunSummary: Codable, Sendable {
     public var trainGflops: Double?
     public var peakRssMb: Double?
     public var peakRssMbPerRank: [Double]?
+    /// Proportional set size of every rank at the end of training (Linux): pages shared by several
+    /// processes (the node's data window) count 1/k in each of the k that map them, so the sum over
+    /// a node's ranks is the node's memory.
+    public var pssMbPerRank: [Double]?
+    /// Copies of the decoded data in the job: one per node when it sits in the node's shared
+    /// window, else one per rank.
+    public var dataCopies: Int?
+    /// Nodes the ranks span (the test hook's pretend nodes too); set with more than one rank.
+    public var nodes: Int?
 
     // MARK: after training
     /// The last checkpoint written; the step a resumed run started from.
@@ -111,7 +120,8 @@ public struct RunSummary: Codable, Sendable {
         case bestCheckpoint = "best_checkpoint", meanImageTestMSE = "mean_image_test_mse"
         case trainSamples = "train_samples", samplesPerSecond = "samples_per_second", trainSeconds = "train_seconds"
         case wallSeconds = "wall_seconds", msPerStep = "ms_per_step", trainGflops = "train_gflops"
-        case peakRssMb = "peak_rss_mb", peakRssMbPerRank = "peak_rss_mb_per_rank"
+        case peakRssMb = "peak_rss_mb", peakRssMbPerRank = "peak_rss_mb_per_rank", pssMbPerRank = "pss_mb_per_rank"
+        case dataCopies = "data_copies", nodes
         case checkpoint, resumedFromStep = "resumed_from_step", pcaTestMSE = "pca_test_mse", pcaComponents = "pca_components"
         case report, reportSeconds = "report_seconds"
         case normalClass = "normal_class", rocAuc = "roc_auc", perClassMeanError = "per_class_mean_error", threshold

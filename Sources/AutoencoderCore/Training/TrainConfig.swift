@@ -4,8 +4,10 @@ import Foundation
 /// joins one MPI all-reduce of the flat gradient, then takes the whole Adam step. `shared` (one
 /// node): gradients sit in an MPI shared window; each rank sums them over its own slice of the
 /// parameters inside the Adam pass and publishes that slice (ZeRO-1 through shared memory; see
-/// Trainer.SharedState). `auto`: shared when every rank is on one node, else allreduce.
-public enum GradientSync: String, Codable, CaseIterable, Sendable { case auto, shared, allreduce }
+/// NodeSharedExchange). `hierarchical` (several nodes): shared inside each node, each slice
+/// all-reduced across nodes (HierarchicalExchange). `auto`: shared on one node, hierarchical
+/// across nodes with several ranks on a node, else allreduce (chooseGradientExchange).
+public enum GradientSync: String, Codable, CaseIterable, Sendable { case auto, shared, allreduce, hierarchical }
 
 public enum OnNaN: String, Codable, CaseIterable, Sendable { case stop, skip }
 public enum OnCheckpointError: String, Codable, CaseIterable, Sendable { case stop, `continue` }
@@ -40,6 +42,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var bucketSizeMB: Double = 0
     /// --grad-sync (nil: auto; optional so that older checkpoint metadata still decodes).
     public var gradientSync: GradientSync? = nil
+    /// --lr-schedule, --warmup-steps, --scale-lr (nil: --lr at every step; optional so that older
+    /// checkpoint metadata still decodes).
+    public var lrSchedule: LRSchedule? = nil
     public var collectiveTimeout: Double = 300
     public var onNaN: OnNaN = .stop
     public var onCheckpointError: OnCheckpointError = .stop
@@ -97,10 +102,11 @@ public struct TrainConfig: Codable, Equatable, Sendable {
             throw AETError.usage("--bucket-size \(bucketSizeMB): must be a number of MB in 0...\(Int(TrainConfig.maxBucketSizeMB))")
         }
         if checkSync < 0 { throw AETError.usage("--check-sync \(checkSync): must be ≥ 0") }
-        if gradientSync == .shared && bucketSizeMB > 0 {
-            throw AETError.usage("--bucket-size \(bucketSizeMB): overlapped all-reduce needs --grad-sync allreduce or auto, not shared")
+        if let g = gradientSync, g == .shared || g == .hierarchical, bucketSizeMB > 0 {
+            throw AETError.usage("--bucket-size \(bucketSizeMB): overlapped all-reduce needs --grad-sync allreduce or auto, not \(g.rawValue)")
         }
         try TrainConfig.checkCollectiveTimeout(collectiveTimeout)
+        try lrSchedule?.validate()
         for (flag, v) in [("--sparsity-weight", Double(objective.sparsityWeight)), ("--contractive-weight", Double(objective.contractiveWeight)),
                           ("--beta", Double(objective.beta))] where !(v.isFinite && v >= 0) {
             throw AETError.usage("\(flag) \(v): must be a finite number ≥ 0")

@@ -26,6 +26,8 @@ struct StepReport {
     /// False when --on-nan skip dropped the step.
     let applied: Bool
     let seconds: Double
+    /// The learning rate of the step.
+    let lr: Double
 }
 
 /// Data-parallel training. Every rank runs the same loop on its slice of each global batch:
@@ -56,6 +58,10 @@ public final class Trainer {
     let log: TrainingLog
     /// Test hooks (a production run has none).
     let faults: FaultInjection
+    /// Which ranks share a node (nil for one rank).
+    let topology: NodeTopology?
+    /// The learning rate of each step (--lr-schedule, --warmup-steps, --scale-lr).
+    public let learningRate: LearningRate
     public var position = RunPosition()
     public var checkpoints: Checkpointer?
     /// Figures written into OUT/report/ by the application (anomaly histogram), linked from report.html.
@@ -68,10 +74,13 @@ public final class Trainer {
     private var lastEvaluation: (result: (mse: Double, bce: Double, pen: Double), step: Int)?
     private var lastValidation: (mse: Double, bce: Double, pen: Double)?
 
+    /// `topology`: which ranks share a node (`NodeTopology.make`; nil for one rank), for the
+    /// exchange's choice.
     public init(config: TrainConfig, comm: Communicator, train: Dataset, test: Dataset, validation: Dataset? = nil,
-                faults: FaultInjection = .current) throws {
+                faults: FaultInjection = .current, topology: NodeTopology? = nil) throws {
         self.config = config
         self.faults = faults
+        self.topology = topology
         self.comm = comm
         trainSet = train
         testSet = test
@@ -83,11 +92,16 @@ public final class Trainer {
         validationSet = validation
         validationLoader = validation.map { BatchLoader($0, binarize: config.binarize) }
         selector = config.selection.map { ModelSelector($0, out: config.out) }
-        exchange = try chooseGradientExchange(config: config, comm: comm, model: model, adam: adam)
-        log = TrainingLog(config: config, isRoot: comm.isRoot, batchesPerEpoch: (train.count + config.batchSize - 1) / config.batchSize)
+        exchange = try chooseGradientExchange(config: config, comm: comm, model: model, adam: adam, topology: topology)
+        let perEpoch = (train.count + config.batchSize - 1) / config.batchSize
+        log = TrainingLog(config: config, isRoot: comm.isRoot, batchesPerEpoch: perEpoch)
+        let (total, overflow) = config.epochs.multipliedReportingOverflow(by: perEpoch)
+        learningRate = LearningRate(lr: config.adam.lr, schedule: config.lrSchedule, globalBatch: config.batchSize,
+                                    totalSteps: min(overflow ? Int.max : total, config.maxSteps ?? Int.max))
     }
 
-    /// "shared", "allreduce" or "none" (one rank): how this run sums gradients (summary.json grad_sync).
+    /// "shared", "hierarchical", "allreduce" or "none" (one rank): how this run sums gradients
+    /// (summary.json grad_sync).
     public var gradientSyncMode: String { exchange.name }
     /// Seconds spent per phase of the training steps (for the benchmark's breakdown).
     public var timers: StepTimers { log.timers }
@@ -131,6 +145,7 @@ public final class Trainer {
         // A non-finite loss or (checked) gradient: --on-nan stop ends the run, skip drops the step.
         let apply = totals.isFinite
         if !apply && config.onNaN == .stop { throw nonFiniteError(step: b.step) }
+        adam.config.lr = learningRate.at(step: b.step)
         let finite = apply ? exchange.update(step: b.step) : true
         log.timers.optimizer += clock.lap()
         let agreed = exchange.share(step: b.step, updated: apply, finite: finite)
@@ -138,7 +153,8 @@ public final class Trainer {
         if !agreed { throw nonFiniteError(step: b.step) }  // every rank gets the same answer
         position.step += 1
         position.batchInEpoch += 1
-        return StepReport(position: position, globalCount: b.count, totals: totals, applied: apply, seconds: clock.elapsed)
+        return StepReport(position: position, globalCount: b.count, totals: totals, applied: apply, seconds: clock.elapsed,
+                          lr: adam.config.lr)
     }
 
     /// After each step: the log (metrics line, progress), preemption, the sync check and the
@@ -300,11 +316,20 @@ public final class Trainer {
                                 allreduce: timers.exchange * k, optimizer: timers.optimizer * k, total: trainTime * k)
             s.trainGflops = Double(model.trainFlopsPerSample) * Double(trainSamples) / max(trainTime, 1e-9) / 1e9
         }
-        var rss = [Double](repeating: 0, count: comm.size)
-        rss[comm.rank] = Trainer.peakRSSMegabytes()
-        comm.allreduceSum(&rss, count: comm.size, what: "memory report")
+        // Every rank's peak RSS and PSS, and its data copy (a node's shared one counts once).
+        let W = comm.size
+        var mem = [Double](repeating: 0, count: 2 * W + 1)
+        mem[comm.rank] = Trainer.peakRSSMegabytes()
+        mem[W + comm.rank] = Trainer.proportionalSetMegabytes() ?? .nan
+        mem[2 * W] = trainSet.isNodeShared && (topology?.localRank ?? 0) != 0 ? 0 : 1
+        comm.allreduceSum(&mem, count: mem.count, what: "memory report")
+        let rss = Array(mem[0..<W])
         s.peakRssMb = rss.max() ?? 0
         s.peakRssMbPerRank = rss
+        let pss = Array(mem[W..<(2 * W)])
+        if pss.allSatisfy(\.isFinite) { s.pssMbPerRank = pss }
+        s.dataCopies = Int(mem[2 * W])
+        s.nodes = topology?.nodeCount
         if config.model.penalty != .none { s.penalty = config.model.penalty.rawValue }
         if let nz = config.noise { s.noise = nz.description }
         s.stopReason = stoppedEarly ? "early_stop" : position.epoch >= config.epochs ? "epochs" : "max_steps"
@@ -379,6 +404,14 @@ public final class Trainer {
     }
 
     static func allFinite(_ g: UnsafePointer<Float>, _ n: Int) -> Bool { aet_all_finite(g, n) != 0 }
+
+    /// This process's proportional set size now (Linux /proc/self/smaps_rollup `Pss:`, in kB), or nil.
+    public static func proportionalSetMegabytes() -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/self/smaps_rollup", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Pss:") }),
+              let kb = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return nil }
+        return kb / 1024
+    }
 
     /// Peak resident set size of this process (getrusage ru_maxrss, KiB on Linux).
     public static func peakRSSMegabytes() -> Double {

@@ -65,7 +65,7 @@ final class TrainingLog {
         }
         guard isRoot && (p.step % config.logEvery == 0 || p.batchInEpoch == batchesPerEpoch || p.step == (config.maxSteps ?? Int.max)) else { return }
         let rate = Double(logSamples) / max(logSeconds, 1e-9)
-        var line = MetricsLine.Step(step: p.step, epoch: p.epoch + 1, loss: t.loss, samplesPerSecond: rate, samples: Int(t.count))
+        var line = MetricsLine.Step(step: p.step, epoch: p.epoch + 1, loss: t.loss, samplesPerSecond: rate, samples: Int(t.count), lr: r.lr)
         line.elapsedSeconds = elapsed
         if config.model.variational {
             line.recon = t.reconSum / t.count

@@ -10,9 +10,10 @@ public enum TrainingRun {
                              afterRun: ((Trainer, inout RunSummary) throws -> Void)? = nil) throws -> RunSummary {
         try checkBeforeStart(config, comm: comm)
         try comm.agree(comm.isRoot ? catching { try RunConfigFile.write(config) } : nil, what: "writing config.json")
-        let (train, test, validation) = try loadData(config, comm: comm)
+        let topology = NodeTopology.make(comm: comm)
+        let (train, test, validation) = try loadData(config, comm: comm, topology: topology)
         try checkSameData(train: train, test: test, comm: comm)
-        let trainer = try Trainer(config: config, comm: comm, train: train, test: test, validation: validation)
+        let trainer = try Trainer(config: config, comm: comm, train: train, test: test, validation: validation, topology: topology)
         trainer.checkpoints = Checkpointer(config: config)
         let resumedStep = try resumeOrInitialize(trainer)
         try comm.waitingForRoot {
@@ -43,26 +44,25 @@ public enum TrainingRun {
         }
     }
 
-    /// The training and test splits (every rank holds the UInt8 images once), and with
-    /// --val-split the validation images: the last fraction of the training set, the same on
-    /// every rank and for every seed, which training then never sees.
-    static func loadData(_ config: TrainConfig, comm: Communicator) throws -> (Dataset, Dataset, Dataset?) {
-        let data: (Dataset, Dataset, Dataset?)? = try comm.collectively("data loading") {
-            var train = try IDX.load(dir: config.dataDir, split: .train, limit: config.trainLimit, name: config.dataset.rawValue)
-            var test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
-            if let c = config.normalClass {
-                train = train.filtered { Int($0) == c }
-                test = test  // anomaly scoring uses every test class
-            }
-            var validation: Dataset? = nil
-            if let f = config.selection?.valSplit {
-                let k = try ModelSelection.validationCount(f, of: train.count)
-                validation = train.slice(train.count - k, train.count)
-                train = train.slice(0, train.count - k)
-            }
-            return (train, test, validation)
+    /// The training and test splits (held once per node when ranks share one: `NodeSharedData`),
+    /// and with --val-split the validation images: the last fraction of the training set, the
+    /// same on every rank and for every seed, which training then never sees.
+    static func loadData(_ config: TrainConfig, comm: Communicator, topology: NodeTopology?) throws -> (Dataset, Dataset, Dataset?) {
+        let (train, test) = try NodeSharedData.load(name: config.dataset.rawValue, comm: comm, topology: topology) { try decodeData(config) }
+        guard let f = config.selection?.valSplit else { return (train, test, nil) }
+        let k = try comm.collectively("validation split") { try ModelSelection.validationCount(f, of: train.count) }!
+        return (train.slice(0, train.count - k), test, train.slice(train.count - k, train.count))
+    }
+
+    /// Reads and decodes both splits (--train-limit, --test-limit, --normal-class): every rank on
+    /// its own, or one rank per node (`NodeSharedData`, which calls this).
+    static func decodeData(_ config: TrainConfig) throws -> (Dataset, Dataset) {
+        var train = try IDX.load(dir: config.dataDir, split: .train, limit: config.trainLimit, name: config.dataset.rawValue)
+        let test = try IDX.load(dir: config.dataDir, split: .test, limit: config.testLimit, name: config.dataset.rawValue)
+        if let c = config.normalClass {
+            train = train.filtered { Int($0) == c }  // the test split keeps every class: anomaly scoring uses them
         }
-        return data!
+        return (train, test)
     }
 
     /// --resume: rank 0 reads and validates the checkpoint and broadcasts it; otherwise (or when

@@ -5,6 +5,7 @@
    code. Matrix products are not here: they all go through cblas_sgemm. */
 #include <stddef.h>
 #include <stdint.h>
+#include "exchange.h" /* the hierarchical exchange's sums */
 
 /* One Adam/AdamW step over flat buffers (torch.optim.Adam single-tensor semantics):
    p *= shrink; g' = g + l2*p; m += (1-b1)(g'-m); v = b2 v + (1-b2) g'^2;

@@ -10,6 +10,11 @@ final class FaultInjectionTests: XCTestCase {
         XCTAssertEqual(f.nanGradient, .init(rank: 1, step: 3))
         XCTAssertEqual(f.perturbParameters, .init(rank: 0, step: 12))
         XCTAssertEqual(f.crashAfterTemp, "/tmp/x/checkpoints/")
+        XCTAssertNil(f.ranksPerNode)
+        XCTAssertEqual(FaultInjection(environment: ["AETRAIN_TEST_RANKS_PER_NODE": "2"]).ranksPerNode, 2)
+        for bad in ["", "0", "-1", "x", "2.5"] {
+            XCTAssertNil(FaultInjection(environment: ["AETRAIN_TEST_RANKS_PER_NODE": bad]).ranksPerNode, bad)
+        }
     }
 
     func testNoHooksWithoutTheVariablesOrWithMalformedValues() {

@@ -121,8 +121,9 @@ final class ConfigFileTests: XCTestCase {
         var custom = TrainConfig(model: ModelSpec.custom(hidden: [64, 16], latent: 5, activation: .tanh))
         custom.objective.sparsityWeight = 0.003
         custom.selection = ModelSelection(keepBest: true, monitor: .valBCE, earlyStop: EarlyStop(patience: 4, minDelta: 0.001), valSplit: 0.1)
+        custom.lrSchedule = LRSchedule(kind: .step(every: 10, gamma: 0.5), warmupSteps: 5, scaleLR: true)
         let a = try args(RunConfigFile.text(custom))
-        for flag in ["--model=custom", "--encoder=64,16", "--latent=5", "--activation=tanh", "--keep-best", "--monitor=val_bce",
+        for flag in ["--lr-schedule=step:10:0.5", "--warmup-steps=5", "--scale-lr", "--model=custom", "--encoder=64,16", "--latent=5", "--activation=tanh", "--keep-best", "--monitor=val_bce",
                      "--early-stop=4:0.001", "--val-split=0.1", "--sparsity-weight=0.003"] {
             XCTAssertTrue(a.contains(flag), "\(flag) not in \(a)")
         }

@@ -101,9 +101,9 @@ final class ContractTests: XCTestCase {
 
     /// A line read back decodes to the same value, `null` as NaN.
     func testMetricsLinesRoundTrip() throws {
-        let step = MetricsLine.Step(step: 50, epoch: 1, loss: .nan, samplesPerSecond: 71234.5, samples: 128, recon: 0.03, kl: 2.5)
+        let step = MetricsLine.Step(step: 50, epoch: 1, loss: .nan, samplesPerSecond: 71234.5, samples: 128, lr: 0.001, recon: 0.03, kl: 2.5)
         let text = try JSON.encode(step)
-        XCTAssertEqual(text, "{\"epoch\":1,\"kl\":2.5,\"loss\":null,\"recon\":0.03,\"samples\":128,\"samples_per_second\":71234.5,\"step\":50}")
+        XCTAssertEqual(text, "{\"epoch\":1,\"kl\":2.5,\"loss\":null,\"lr\":0.001,\"recon\":0.03,\"samples\":128,\"samples_per_second\":71234.5,\"step\":50}")
         let back = try JSON.decode(MetricsLine.Step.self, from: text)
         XCTAssertTrue(back.loss.isNaN)
         XCTAssertEqual(try JSON.encode(back), text)
