@@ -222,3 +222,264 @@ MV void aet_noise(int kind, float a, const float *restrict x, float *restrict y,
         break;
     }
 }
+
+/* ---- bf16 ---- */
+
+#include <string.h>
+
+static inline uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; /* round to nearest even */
+    uint32_t q = (u >> 16) | 0x40u;                      /* NaN stays a (quiet) NaN */
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
+
+static inline float bf2f(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Typed element access for arrays of AET_F32 (0) or AET_BF16 (1). */
+static inline float ldt(const void *p, int t, long i) { return t ? bf2f(((const uint16_t *)p)[i]) : ((const float *)p)[i]; }
+static inline void stt(void *p, int t, long i, float v) {
+    if (t) ((uint16_t *)p)[i] = f2bf(v);
+    else ((float *)p)[i] = v;
+}
+
+MV void aet_f32_to_bf16(const float *restrict src, uint16_t *restrict dst, long n) {
+    for (long i = 0; i < n; i++) dst[i] = f2bf(src[i]);
+}
+
+MV void aet_bf16_to_f32(const uint16_t *restrict src, float *restrict dst, long n) {
+    for (long i = 0; i < n; i++) dst[i] = bf2f(src[i]);
+}
+
+/* f'(y) * d for activation `kind` from the output y. */
+#define ACT_GRAD(kind, yv, d)                                                                                  \
+    ((kind) == 0   ? ((yv) > 0.0f ? (d) : 0.0f)                                                                \
+     : (kind) == 1 ? ((yv) > 0.0f ? (d) : slope * (d))                                                         \
+     : (kind) == 2 ? (d) * (1.0f - (yv) * (yv))                                                                \
+     : (kind) == 3 ? (d) * (yv) * (1.0f - (yv))                                                                \
+                   : (d))
+
+MV void aet_act_backward_typed(const void *y, void *dy, long n, int kind, float slope, int type) {
+    if (kind < 0) return;
+    if (type == 0) { aet_act_backward((const float *)y, (float *)dy, n, kind, slope); return; }
+    const uint16_t *restrict yb = y;
+    uint16_t *restrict db = dy;
+#define BF_LOOP(K) for (long i = 0; i < n; i++) { float yv = bf2f(yb[i]), d = bf2f(db[i]); db[i] = f2bf(ACT_GRAD(K, yv, d)); }
+    switch (kind) {
+    case 0: BF_LOOP(0) break;
+    case 1: BF_LOOP(1) break;
+    case 2: BF_LOOP(2) break;
+    default: BF_LOOP(3) break;
+    }
+#undef BF_LOOP
+}
+
+MV void aet_dense_backward_prep(const float *y, float *restrict dy, uint16_t *restrict dzb, float *restrict db, long rows,
+                                long cols, int kind, float slope, int accumulate) {
+    if (!accumulate)
+        for (long j = 0; j < cols; j++) db[j] = 0.0f;
+#define PREP_LOOP(K)                                                                                           \
+    for (long r = 0; r < rows; r++) {                                                                          \
+        const float *restrict yr = y + r * cols;                                                               \
+        float *restrict dr = dy + r * cols;                                                                    \
+        if (dzb) {                                                                                             \
+            uint16_t *restrict br = dzb + r * cols;                                                            \
+            for (long j = 0; j < cols; j++) { float d = ACT_GRAD(K, yr[j], dr[j]); db[j] += d; br[j] = f2bf(d); } \
+        } else {                                                                                               \
+            for (long j = 0; j < cols; j++) { float d = ACT_GRAD(K, yr[j], dr[j]); db[j] += d; dr[j] = d; }    \
+        }                                                                                                      \
+    }
+    switch (kind) {
+    case 0: PREP_LOOP(0) break;
+    case 1: PREP_LOOP(1) break;
+    case 2: PREP_LOOP(2) break;
+    case 3: PREP_LOOP(3) break;
+    default: /* identity: y is not read (it may be dy itself) */
+        for (long r = 0; r < rows; r++) {
+            float *restrict dr = dy + r * cols;
+            if (dzb) {
+                uint16_t *restrict br = dzb + r * cols;
+                for (long j = 0; j < cols; j++) { db[j] += dr[j]; br[j] = f2bf(dr[j]); }
+            } else {
+                for (long j = 0; j < cols; j++) db[j] += dr[j];
+            }
+        }
+        break;
+    }
+#undef PREP_LOOP
+}
+
+/* ---- convolution lowering for few output channels ---- */
+
+MV void aet_conv_permute_weights(const float *restrict w, void *wp, int type, long oc, long ic, long kk) {
+    long q = kk * oc;
+    for (long o = 0; o < oc; o++)
+        for (long c = 0; c < ic; c++)
+            for (long t = 0; t < kk; t++) stt(wp, type, c * q + t * oc + o, w[(o * ic + c) * kk + t]);
+}
+
+static inline float act_fwd(int act, float v) {
+    switch (act) {
+    case 0: return v > 0.0f ? v : 0.0f;
+    case 1: return v > 0.0f ? v : AET_LEAKY_SLOPE * v;
+    case 2: return tanhf(v);
+    case 3: return sigm(v);
+    default: return v;
+    }
+}
+
+MV void aet_conv_shift_add(const float *restrict t, long n, long oc, long h, long w, long k, const float *restrict b, int act,
+                           void *y, int y_type) {
+    long pad = k / 2, q = k * k * oc;
+    float acc[w];
+    for (long s = 0; s < n; s++)
+        for (long o = 0; o < oc; o++)
+            for (long i = 0; i < h; i++) {
+                for (long j = 0; j < w; j++) acc[j] = b[o];
+                for (long ky = 0; ky < k; ky++) {
+                    long ii = i + ky - pad;
+                    if (ii < 0 || ii >= h) continue;
+                    const float *row = t + (s * h + ii) * w * q;
+                    for (long kx = 0; kx < k; kx++) {
+                        long dx = kx - pad, j0 = dx < 0 ? -dx : 0, j1 = dx > 0 ? w - dx : w;
+                        const float *col = row + (ky * k + kx) * oc + o;
+                        for (long j = j0; j < j1; j++) acc[j] += col[(j + dx) * q];
+                    }
+                }
+                long base = ((s * oc + o) * h + i) * w;
+                for (long j = 0; j < w; j++) stt(y, y_type, base + j, act_fwd(act, acc[j]));
+            }
+}
+
+MV void aet_conv_im2col_dz(const void *dz, int dz_type, long n, long oc, long h, long w, long k, void *v, int v_type,
+                           float *restrict db, int accumulate) {
+    long pad = k / 2, q = k * k * oc, hw = h * w;
+    if (!accumulate)
+        for (long o = 0; o < oc; o++) db[o] = 0.0f;
+    for (long s = 0; s < n; s++) {
+        for (long o = 0; o < oc; o++) {
+            float sum = 0.0f;
+            for (long p = 0; p < hw; p++) sum += ldt(dz, dz_type, (s * oc + o) * hw + p);
+            db[o] += sum;
+        }
+        for (long i = 0; i < h; i++)
+            for (long j = 0; j < w; j++) {
+                long row = (s * hw + i * w + j) * q;
+                for (long ky = 0; ky < k; ky++) {
+                    long ii = i - ky + pad;
+                    for (long kx = 0; kx < k; kx++) {
+                        long jj = j - kx + pad, col = row + (ky * k + kx) * oc;
+                        int in = ii >= 0 && ii < h && jj >= 0 && jj < w;
+                        for (long o = 0; o < oc; o++)
+                            stt(v, v_type, col + o, in ? ldt(dz, dz_type, (s * oc + o) * hw + ii * w + jj) : 0.0f);
+                    }
+                }
+            }
+    }
+}
+
+MV void aet_conv_unpermute_grad(const float *restrict dwt, float *restrict dw, long oc, long ic, long kk, int accumulate) {
+    for (long o = 0; o < oc; o++)
+        for (long c = 0; c < ic; c++)
+            for (long t = 0; t < kk; t++) {
+                float g = dwt[(t * oc + o) * ic + c];
+                long at = (o * ic + c) * kk + t;
+                dw[at] = accumulate ? dw[at] + g : g;
+            }
+}
+
+/* ---- LSTM ---- */
+
+static inline float tanh_s(float v) { return 2.0f * sigm(2.0f * v) - 1.0f; }
+
+static void store_row(void *dst, long at, int type, const float *restrict v, long n) {
+    if (type) {
+        uint16_t *restrict d = (uint16_t *)dst + at;
+        for (long j = 0; j < n; j++) d[j] = f2bf(v[j]);
+    } else {
+        memcpy((float *)dst + at, v, (size_t)n * sizeof(float));
+    }
+}
+
+MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add, int zinit, const float *restrict cprev,
+                          float *restrict c, float *restrict tc, long cs, void *h1, long h1s, int h1t, void *h2, long h2s, int h2t,
+                          long n, long H) {
+    long G = 4 * H;
+    float hv[H];
+    for (long s = 0; s < n; s++) {
+        float *restrict zr = z + s * zs;
+        if (add) {
+            const float *restrict ar = add + s * G;
+            if (zinit) for (long j = 0; j < G; j++) zr[j] += ar[j];
+            else for (long j = 0; j < G; j++) zr[j] = ar[j];
+        }
+        /* i, f, o: sigmoid; g: tanh = 2σ(2v) − 1 (one vectorised exp) */
+        for (long j = 0; j < 2 * H; j++) zr[j] = sigm(zr[j]);
+        for (long j = 2 * H; j < 3 * H; j++) zr[j] = tanh_s(zr[j]);
+        for (long j = 3 * H; j < G; j++) zr[j] = sigm(zr[j]);
+        float *restrict cr = c + s * cs, *restrict tr = tc + s * cs;
+        const float *restrict ig = zr, *restrict fg = zr + H, *restrict gg = zr + 2 * H, *restrict og = zr + 3 * H;
+        if (cprev) {
+            const float *restrict cp = cprev + s * cs;
+            for (long j = 0; j < H; j++) cr[j] = fg[j] * cp[j] + ig[j] * gg[j];
+        } else {
+            for (long j = 0; j < H; j++) cr[j] = ig[j] * gg[j];
+        }
+        for (long j = 0; j < H; j++) { tr[j] = tanh_s(cr[j]); hv[j] = og[j] * tr[j]; }
+        store_row(h1, s * h1s, h1t, hv, H);
+        if (h2) store_row(h2, s * h2s, h2t, hv, H);
+    }
+}
+
+MV void aet_lstm_bwd_step(const float *restrict z, long zs, const float *restrict cprev, const float *restrict tc, long cs,
+                          const float *restrict dh, long dhs, float *restrict dc, void *dz, long dzs, int dzt, float *restrict db,
+                          long n, long H) {
+    long G = 4 * H;
+    float g[G];
+    for (long s = 0; s < n; s++) {
+        const float *restrict zr = z + s * zs, *restrict tr = tc + s * cs, *restrict dr = dh + s * dhs;
+        const float *restrict ig = zr, *restrict fg = zr + H, *restrict gg = zr + 2 * H, *restrict og = zr + 3 * H;
+        float *restrict dcr = dc + s * H;
+        for (long j = 0; j < H; j++) {
+            float t = tr[j], d = dr[j], o = og[j], i = ig[j], f = fg[j], gv = gg[j];
+            float dcj = dcr[j] + d * o * (1.0f - t * t);
+            g[j] = dcj * gv * i * (1.0f - i);
+            g[2 * H + j] = dcj * i * (1.0f - gv * gv);
+            g[3 * H + j] = d * t * o * (1.0f - o);
+            g[H + j] = dcj * f * (1.0f - f); /* times c_{t-1} below */
+            dcr[j] = dcj * f;
+        }
+        if (cprev) {
+            const float *restrict cp = cprev + s * cs;
+            for (long j = 0; j < H; j++) g[H + j] *= cp[j];
+        } else {
+            for (long j = 0; j < H; j++) g[H + j] = 0.0f;
+        }
+        for (long j = 0; j < G; j++) db[j] += g[j];
+        store_row(dz, s * dzs, dzt, g, G);
+    }
+}
+
+MV void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, void *s, int st) {
+    float acc[G];
+    for (long r = 0; r < n; r++) {
+        for (long j = 0; j < G; j++) acc[j] = 0.0f;
+        for (long t = 0; t < T; t++) {
+            long base = (r * T + t) * G;
+            if (dzt) {
+                const uint16_t *restrict p = (const uint16_t *)dz + base;
+                for (long j = 0; j < G; j++) acc[j] += bf2f(p[j]);
+            } else {
+                const float *restrict p = (const float *)dz + base;
+                for (long j = 0; j < G; j++) acc[j] += p[j];
+            }
+        }
+        store_row(s, r * G, st, acc, G);
+    }
+}

@@ -47,6 +47,7 @@ extension OnNaN: ExpressibleByArgument {}
 extension OnCheckpointError: ExpressibleByArgument {}
 extension GradientSync: ExpressibleByArgument {}
 extension Split: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// Options shared by train and anomaly.
 struct TrainOptions: ParsableArguments {
@@ -92,6 +93,8 @@ struct TrainOptions: ParsableArguments {
     @Option(help: "On a failed checkpoint write: stop or continue.") var onCheckpointError: OnCheckpointError = .stop
     @Flag(help: "Do not write OUT/report/.") var noReport = false
     @Flag(help: "Rewrite OUT/report/ after every epoch.") var reportEveryEpoch = false
+    @Option(help: "Arithmetic of matrix products and convolutions: f32, or bf16 (bf16 inputs, f32 accumulation; weights, optimizer, gradient exchange and checkpoints stay f32).")
+    var precision: Precision = .f32
 
     func resolve(normalClass: Int? = nil) throws -> TrainConfig {
         var spec: ModelSpec
@@ -159,6 +162,7 @@ struct TrainOptions: ParsableArguments {
         c.report = !noReport
         c.reportEveryEpoch = reportEveryEpoch
         c.normalClass = normalClass
+        c.precision = precision == .f32 ? nil : precision
         return c
     }
 }

@@ -44,6 +44,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var normalClass: Int? = nil
     public var report: Bool = true
     public var reportEveryEpoch: Bool = false
+    /// --precision (nil: f32; optional so that older checkpoint metadata still decodes).
+    public var precision: Precision? = nil
 
     public init(model: ModelSpec) { self.model = model }
 
@@ -96,5 +98,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
             throw AETError.usage("--sparsity-target \(objective.sparsityTarget): must be in (0, 1)")
         }
         if let c = normalClass, !(0...9).contains(c) { throw AETError.usage("--normal-class \(c): must be 0...9") }
+        if precision == .bf16 && !DNNL.bf16Supported {
+            throw AETError.usage("--precision bf16: oneDNN has no bf16 kernels for this CPU (it runs \(DNNL.isa) code; bf16 needs AVX-512); use --precision f32")
+        }
     }
 }

@@ -52,7 +52,7 @@ public final class Trainer {
         trainSet = train
         testSet = test
         let perRank = (config.batchSize + comm.size - 1) / comm.size
-        model = try Autoencoder(spec: config.model, objective: config.objective, maxBatch: perRank)
+        model = try Autoencoder(spec: config.model, objective: config.objective, maxBatch: perRank, precision: config.precision ?? .f32)
         adam = Adam(count: model.parameterCount, config: config.adam)
         trainLoader = BatchLoader(train, binarize: config.binarize)
         testLoader = BatchLoader(test, binarize: config.binarize)
@@ -301,7 +301,7 @@ public final class Trainer {
             "train_seconds": trainTime, "wall_seconds": now() - wallStart,
             "train_samples": trainSamples, "train_set_size": N, "test_set_size": testSet.count,
             "blas_threads": Threads.blasThreads, "aetrain_version": aetrainVersion,
-            "loss": config.objective.loss.rawValue, "latent": model.latent,
+            "loss": config.objective.loss.rawValue, "latent": model.latent, "precision": model.precision.rawValue,
         ]
         if config.model.variational { summary["test_kl"] = e.pen }
         if timers.steps > 0 {
