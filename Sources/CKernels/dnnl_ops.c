@@ -314,7 +314,7 @@ struct aet_conv {
     /* lowered: [x_in] T = X·Wp, shift-add; V = im2col(dz); dWpᵀ = Vᵀ·X; dX = V·Wpᵀ [dx_out] */
     aet_matmul *t_mm, *dw_mm, *dx_mm;
     void *wp, *v;
-    float *t, *dwt;
+    float *t, *dwt, *scratch;
 };
 
 static void *zalloc(size_t bytes) {
@@ -337,20 +337,27 @@ void aet_conv_free(aet_conv *c) {
     free(c->v);
     free(c->t);
     free(c->dwt);
+    free(c->scratch);
     free(c);
 }
 
-/* Native activation layout of a convolution side with `ch` channels, given the caller's layout:
-   one channel is read as is; nhwc and blocked are kept; nchw with several channels becomes
-   blocked (oneDNN's direct kernels want channels innermost). */
-static int native_layout(long ch, int layout) {
-    if (ch == 1) return AET_NCHW;
-    return layout == AET_NCHW ? AET_BLK16 : layout;
+/* The layout the convolution kernels read and write: channels innermost on both sides (oneDNN's
+   direct kernels need the same layout for input and output; with mixed layouts only its
+   reference code runs). The caller's nhwc or blocked layout is kept; NCHW becomes blocked.
+   A single channel is read as NCHW. */
+static int native_layout(long ic, int x_layout, int y_layout) {
+    if (ic > 1 && x_layout != AET_NCHW) return x_layout;
+    if (y_layout != AET_NCHW) return y_layout;
+    return AET_BLK16;
 }
 
 static aet_conv *conv_direct(aet_conv *c, int x_layout, int y_layout) {
     long n = c->n, ic = c->ic, oc = c->oc, h = c->h, w = c->w, k = c->k, pad = k / 2;
-    int xl = native_layout(ic, x_layout), yl = native_layout(oc, y_layout);
+    int lay = native_layout(ic, x_layout, y_layout);
+    /* One input channel: NCHW and NHWC are the same bytes; the kernels want it as NHWC next to
+       an NHWC output, and as NCHW next to a blocked one. */
+    int xl = ic == 1 ? (lay == AET_NHWC ? AET_NHWC : AET_NCHW) : lay, yl = lay;
+    if (ic == 1) x_layout = xl;
     /* xs: input as the kernels read it (compute type); ysf: output as written (the caller's type);
        dzs: dL/d(pre-activation) as read (compute type); dxs: input gradient as written (the
        caller's type). Reorders only where the caller's layout or type differs. */
@@ -458,6 +465,10 @@ bad:
 static aet_conv *conv_lowered(aet_conv *c, int x_layout, int y_layout) {
     long n = c->n, ic = c->ic, oc = c->oc, h = c->h, w = c->w, kk = c->kk, P = c->P, q = kk * oc;
     int t = c->type;
+    if (c->k > 7) {
+        snprintf(err, sizeof err, "a convolution with %ld output channels supports kernels up to 7", oc);
+        goto bad;
+    }
     if (!(y_layout == AET_NCHW || oc == 1)) {
         snprintf(err, sizeof err, "a convolution with %ld output channels needs its output in NCHW layout", oc);
         goto bad;
@@ -475,16 +486,21 @@ static aet_conv *conv_lowered(aet_conv *c, int x_layout, int y_layout) {
     c->t = zalloc((size_t)P * q * sizeof(float));
     c->v = zalloc((size_t)P * q * esize(t));
     c->dwt = zalloc((size_t)q * ic * sizeof(float));
-    if (!c->wp || !c->t || !c->v || !c->dwt) { snprintf(err, sizeof err, "out of memory"); goto bad; }
+    c->scratch = zalloc((size_t)(q + oc) * h * w * sizeof(float));
+    if (!c->wp || !c->t || !c->v || !c->dwt || !c->scratch) { snprintf(err, sizeof err, "out of memory"); goto bad; }
     c->t_mm = aet_matmul_create(P, q, ic, ic, 1, t, q, 1, t, q, AET_F32, 0, -1, 0);
     c->dw_mm = aet_matmul_create(q, ic, P, 1, q, t, ic, 1, t, ic, AET_F32, 0, -1, 0);
     if (!c->t_mm || !c->dw_mm) goto bad;
     if (c->need_dx) {
+        /* dX [P, ic] channels last in the caller's type: written in place when that is the
+           caller's layout, else reordered. */
         int direct_dx = (ic == 1 || x_layout == AET_NHWC);
-        c->dx_mm = aet_matmul_create(P, ic, q, q, 1, t, 1, q, t, ic, direct_dx ? c->x_type : t, 0, -1, 0);
+        dnnl_memory_desc_t dxs;
+        TRY(md4(&dxs, n, ic, h, w, AET_NHWC, c->x_type), "describing the input gradient");
+        c->dx_mm = aet_matmul_create(P, ic, q, q, 1, t, 1, q, t, ic, c->x_type, 0, -1, 0);
         if (!c->dx_mm) goto bad;
         if (!direct_dx) {
-            if (!(c->dxn = mem_new(&xs)) || reorder_init(&c->dx_out, &xs, &xu, 0)) goto bad;
+            if (!(c->dxn = mem_new(&dxs)) || reorder_init(&c->dx_out, &dxs, &xu, 0)) goto bad;
             prim_mem(&c->dx_out, DNNL_ARG_FROM, c->dxn);
             if (prim_user(&c->dx_out, DNNL_ARG_TO, &xu, CDX)) goto bad;
         }
@@ -527,7 +543,7 @@ void aet_conv_forward(aet_conv *c, const void *x, const float *w, const float *b
     if (c->xn) { prim_exec(&c->x_in, s); xs = mem_ptr(c->xn); }
     aet_conv_permute_weights(w, c->wp, c->type, c->oc, c->ic, c->kk);
     aet_matmul_run(c->t_mm, xs, c->wp, c->t, NULL);
-    aet_conv_shift_add(c->t, c->n, c->oc, c->h, c->w, c->k, b, c->act, y, c->y_type);
+    aet_conv_shift_add(c->t, c->n, c->oc, c->h, c->w, c->k, b, c->act, y, c->y_type, c->scratch);
 }
 
 void aet_conv_backward(aet_conv *c, const void *x, const float *w, const void *dz, float *dw, float *db, int accumulate, void *dx) {
@@ -547,7 +563,7 @@ void aet_conv_backward(aet_conv *c, const void *x, const float *w, const void *d
         return;
     }
     const void *xs = c->xn ? mem_ptr(c->xn) : x;  /* the forward's channels-last copy */
-    aet_conv_im2col_dz(dz, c->y_type, c->n, c->oc, c->h, c->w, c->k, c->v, c->type, db, accumulate);
+    aet_conv_im2col_dz(dz, c->y_type, c->n, c->oc, c->h, c->w, c->k, c->v, c->type, db, accumulate, c->scratch);
     aet_matmul_run(c->dw_mm, c->v, xs, c->dwt, NULL);
     aet_conv_unpermute_grad(c->dwt, dw, c->oc, c->ic, c->kk, accumulate);
     if (dx && c->need_dx) {

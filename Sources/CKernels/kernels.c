@@ -324,63 +324,110 @@ MV void aet_conv_permute_weights(const float *restrict w, void *wp, int type, lo
             for (long t = 0; t < kk; t++) stt(wp, type, c * q + t * oc + o, w[(o * ic + c) * kk + t]);
 }
 
-static inline float act_fwd(int act, float v) {
-    switch (act) {
-    case 0: return v > 0.0f ? v : 0.0f;
-    case 1: return v > 0.0f ? v : AET_LEAKY_SLOPE * v;
-    case 2: return tanhf(v);
-    case 3: return sigm(v);
-    default: return v;
+
+/* The k*k taps of a stencil: offsets of pixel (i + ky - pad, j + kx - pad) from (i, j). Rows
+   [pad, h - pad) and columns [pad, w - pad) see every tap inside the image (no checks). */
+#define MAX_TAPS 64
+static int stencil(long k, long w, long *dy, long *dx, long *off) {
+    long pad = k / 2;
+    if (k * k > MAX_TAPS) return 0;
+    for (long ky = 0; ky < k; ky++)
+        for (long kx = 0; kx < k; kx++) {
+            long t = ky * k + kx;
+            dy[t] = ky - pad;
+            dx[t] = kx - pad;
+            off[t] = dy[t] * w + dx[t];
+        }
+    return 1;
+}
+
+/* Per sample: the sample's rows of t ([hw, q], pixel-major, as the matrix product writes them) are
+   transposed into `scratch` ([q, hw]), so that every tap is one contiguous shifted add over
+   image rows, which vectorises. */
+MV void aet_conv_shift_add(const float *restrict t, long n, long oc, long h, long w, long k, const float *restrict b, int act,
+                           void *y, int y_type, float *restrict scratch) {
+    long kk = k * k, q = kk * oc, hw = h * w;
+    long dy[MAX_TAPS], dx[MAX_TAPS], off[MAX_TAPS];
+    if (!stencil(k, w, dy, dx, off)) return; /* callers use k <= 7 */
+    float *restrict acc = scratch + q * hw;  /* [hw] */
+    for (long s = 0; s < n; s++) {
+        const float *restrict ts = t + s * hw * q;
+        for (long p = 0; p < hw; p++)
+#pragma clang loop vectorize(disable) /* a gather/scatter here is slower than scalar copies */
+            for (long c = 0; c < q; c++) scratch[c * hw + p] = ts[p * q + c];
+        for (long o = 0; o < oc; o++) {
+            for (long p = 0; p < hw; p++) acc[p] = b[o];
+            for (long tp = 0; tp < kk; tp++) {
+                const float *restrict row = scratch + (tp * oc + o) * hw;
+                long i0 = dy[tp] < 0 ? -dy[tp] : 0, i1 = dy[tp] > 0 ? h - dy[tp] : h;
+                long j0 = dx[tp] < 0 ? -dx[tp] : 0, j1 = dx[tp] > 0 ? w - dx[tp] : w;
+                for (long i = i0; i < i1; i++) {
+                    float *restrict a = acc + i * w;
+                    const float *restrict r = row + (i + dy[tp]) * w + dx[tp];
+                    for (long j = j0; j < j1; j++) a[j] += r[j];
+                }
+            }
+            long at = (s * oc + o) * hw;
+            aet_act_forward(acc, hw, act, AET_LEAKY_SLOPE); /* the switch outside the loops */
+            if (y_type) aet_f32_to_bf16(acc, (uint16_t *)y + at, hw);
+            else memcpy((float *)y + at, acc, (size_t)hw * sizeof(float));
+        }
     }
 }
 
-MV void aet_conv_shift_add(const float *restrict t, long n, long oc, long h, long w, long k, const float *restrict b, int act,
-                           void *y, int y_type) {
-    long pad = k / 2, q = k * k * oc;
-    float acc[w];
-    for (long s = 0; s < n; s++)
-        for (long o = 0; o < oc; o++)
-            for (long i = 0; i < h; i++) {
-                for (long j = 0; j < w; j++) acc[j] = b[o];
-                for (long ky = 0; ky < k; ky++) {
-                    long ii = i + ky - pad;
-                    if (ii < 0 || ii >= h) continue;
-                    const float *row = t + (s * h + ii) * w * q;
-                    for (long kx = 0; kx < k; kx++) {
-                        long dx = kx - pad, j0 = dx < 0 ? -dx : 0, j1 = dx > 0 ? w - dx : w;
-                        const float *col = row + (ky * k + kx) * oc + o;
-                        for (long j = j0; j < j1; j++) acc[j] += col[(j + dx) * q];
-                    }
-                }
-                long base = ((s * oc + o) * h + i) * w;
-                for (long j = 0; j < w; j++) stt(y, y_type, base + j, act_fwd(act, acc[j]));
-            }
-}
-
+/* Per sample: every tap's column is one shifted copy of dz's image rows into `scratch`
+   ([q, hw], contiguous, vectorised), then transposed into v's pixel-major rows. */
 MV void aet_conv_im2col_dz(const void *dz, int dz_type, long n, long oc, long h, long w, long k, void *v, int v_type,
-                           float *restrict db, int accumulate) {
-    long pad = k / 2, q = k * k * oc, hw = h * w;
+                           float *restrict db, int accumulate, float *restrict scratch) {
+    long kk = k * k, q = kk * oc, hw = h * w;
+    long dy[MAX_TAPS], dx[MAX_TAPS], off[MAX_TAPS];
+    if (!stencil(k, w, dy, dx, off)) return;
     if (!accumulate)
         for (long o = 0; o < oc; o++) db[o] = 0.0f;
+    float *restrict img = scratch + q * hw;  /* [oc, hw]: the sample's dz as f32 */
     for (long s = 0; s < n; s++) {
+        long base = s * oc * hw;
+        if (dz_type) {
+            const uint16_t *restrict d = (const uint16_t *)dz + base;
+            for (long p = 0; p < oc * hw; p++) img[p] = bf2f(d[p]);
+        } else {
+            memcpy(img, (const float *)dz + base, (size_t)(oc * hw) * sizeof(float));
+        }
         for (long o = 0; o < oc; o++) {
             float sum = 0.0f;
-            for (long p = 0; p < hw; p++) sum += ldt(dz, dz_type, (s * oc + o) * hw + p);
+            for (long p = 0; p < hw; p++) sum += img[o * hw + p];
             db[o] += sum;
         }
-        for (long i = 0; i < h; i++)
-            for (long j = 0; j < w; j++) {
-                long row = (s * hw + i * w + j) * q;
-                for (long ky = 0; ky < k; ky++) {
-                    long ii = i - ky + pad;
-                    for (long kx = 0; kx < k; kx++) {
-                        long jj = j - kx + pad, col = row + (ky * k + kx) * oc;
-                        int in = ii >= 0 && ii < h && jj >= 0 && jj < w;
-                        for (long o = 0; o < oc; o++)
-                            stt(v, v_type, col + o, in ? ldt(dz, dz_type, (s * oc + o) * hw + ii * w + jj) : 0.0f);
+        /* scratch[tap*oc + o][i, j] = img[o][i - dy, j - dx] (0 outside) */
+        for (long tp = 0; tp < kk; tp++)
+            for (long o = 0; o < oc; o++) {
+                float *restrict col = scratch + (tp * oc + o) * hw;
+                const float *restrict src = img + o * hw;
+                for (long i = 0; i < h; i++) {
+                    float *restrict c = col + i * w;
+                    long ii = i - dy[tp];
+                    if (ii < 0 || ii >= h) {
+                        for (long j = 0; j < w; j++) c[j] = 0.0f;
+                        continue;
                     }
+                    long j0 = dx[tp] > 0 ? dx[tp] : 0, j1 = dx[tp] < 0 ? w + dx[tp] : w;
+                    for (long j = 0; j < j0; j++) c[j] = 0.0f;
+                    const float *restrict r = src + ii * w - dx[tp];
+                    for (long j = j0; j < j1; j++) c[j] = r[j];
+                    for (long j = j1; j < w; j++) c[j] = 0.0f;
                 }
             }
+        if (v_type) {
+            uint16_t *restrict vs = (uint16_t *)v + s * hw * q;
+            for (long p = 0; p < hw; p++)
+#pragma clang loop vectorize(disable)
+                for (long c = 0; c < q; c++) vs[p * q + c] = f2bf(scratch[c * hw + p]);
+        } else {
+            float *restrict vs = (float *)v + s * hw * q;
+            for (long p = 0; p < hw; p++)
+#pragma clang loop vectorize(disable)
+                for (long c = 0; c < q; c++) vs[p * q + c] = scratch[c * hw + p];
+        }
     }
 }
 

@@ -265,17 +265,22 @@ final class SpatialOps {
 }
 
 /// Memory formats of the boundaries between consecutive spatial layers of one chain (the
-/// encoder, or the decoder): a boundary with a multiple of 16 channels uses oneDNN's blocked
-/// layout (16 channels innermost, what its direct convolution and pooling kernels read), others
-/// NCHW; with bf16 precision the elements there are bf16. The chain's ends (the model's input,
-/// code and output) stay NCHW f32.
+/// encoder, or the decoder). A boundary with a multiple of 16 channels keeps channels innermost,
+/// as oneDNN's direct convolution, pooling and resampling kernels read them: channels-last
+/// (NHWC) when a convolution with fewer than 16 output channels follows later in the chain (its
+/// matmul lowering reads NHWC, and NHWC upsampling measured faster), else oneDNN's blocked layout
+/// (16 channels innermost; the 1→32 first layer's weight gradient is 10× slower in NHWC). Other
+/// boundaries are NCHW. With bf16 precision the elements there are bf16. The chain's ends (the
+/// model's input, code and output) stay NCHW f32.
 enum SpatialFormats {
     static func assign(_ layers: [Layer], precision: Precision) {
         for l in layers { l.precision = precision }
         for i in 0..<max(0, layers.count - 1) {
             guard let a = layers[i] as? SpatialLayer, let b = layers[i + 1] as? SpatialLayer else { continue }
             let c = a.outputChannels
-            let f = TensorFormat(layout: c % 16 == 0 ? .blocked16 : .nchw, type: precision)
+            let loweredLater = layers[(i + 1)...].contains { ($0 as? Conv2D).map { $0.outChannels < 16 } ?? false }
+            let layout: TensorFormat.Layout = c % 16 != 0 ? .nchw : (loweredLater ? .nhwc : .blocked16)
+            let f = TensorFormat(layout: layout, type: precision)
             a.outputFormat = f
             b.inputFormat = f
         }

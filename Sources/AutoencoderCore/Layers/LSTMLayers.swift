@@ -315,9 +315,10 @@ public final class LSTMEncoder: Layer {
     }
 
     private func ops(_ n: Int) -> Ops {
-        let T = steps, F = features, G = 4 * hidden, t = precision, name = core.torchModule
+        let T = steps, F = features, G = 4 * hidden, t = precision, core = core
         return cache.get(n) {
-            Ops(input: MatMul(m: n * T, n: G, k: F, a: .rows(F, t), b: .transposed(F, t), c: .rows(G, .f32), bias: true,
+            let name = core.torchModule
+            return Ops(input: MatMul(m: n * T, n: G, k: F, a: .rows(F, t), b: .transposed(F, t), c: .rows(G, .f32), bias: true,
                               what: "\(name) input projection"),
                 wihGrad: MatMul(m: G, n: F, k: n * T, a: .transposed(G, t), b: .rows(F, t), c: .rows(F, .f32), accumulate: true,
                                 what: "\(name) W_ih gradient"))
@@ -479,9 +480,10 @@ public final class LSTMDecoder: Layer {
     }
 
     private func ops(_ n: Int) -> Ops {
-        let T = steps, C = code, F = features, H = hidden, G = 4 * H, t = precision, name = core.torchModule
+        let T = steps, C = code, F = features, H = hidden, G = 4 * H, t = precision, core = core
         return cache.get(n) {
-            Ops(input: MatMul(m: n, n: G, k: C, a: .rows(C, t), b: .transposed(C, t), c: .rows(G, .f32), bias: true,
+            let name = core.torchModule
+            return Ops(input: MatMul(m: n, n: G, k: C, a: .rows(C, t), b: .transposed(C, t), c: .rows(G, .f32), bias: true,
                               what: "\(name) input projection"),
                 output: MatMul(m: n * T, n: F, k: H, a: .rows(H, t), b: .transposed(H, t), c: .rows(F, .f32), bias: true,
                                what: "nn.Linear(\(H), \(F)) forward"),

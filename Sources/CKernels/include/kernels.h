@@ -57,11 +57,12 @@ void aet_dense_backward_prep(const float *y, float *dy, uint16_t *dzb, float *db
 /* Convolution lowering for few output channels (see dnnl_ops.h): Wp[c, tap*oc + o] = w[o, c, tap]
    (kk = k*k taps) as `type`; y[s, o, i, j] = act(b[o] + sum over taps of t[(s, i+ky-p, j+kx-p), tap*oc + o])
    in NCHW; v[(s, i, j), tap*oc + o] = dz[s, o, i-ky+p, j-kx+p] (0 outside) with db (+)= sums of dz;
-   dw[o, c, tap] (+)= dwt[tap*oc + o, c]. */
+   dw[o, c, tap] (+)= dwt[tap*oc + o, c]. `scratch` holds (k*k*oc + oc) * h * w floats; k <= 7. */
 void aet_conv_permute_weights(const float *w, void *wp, int type, long oc, long ic, long kk);
-void aet_conv_shift_add(const float *t, long n, long oc, long h, long w, long k, const float *b, int act, void *y, int y_type);
+void aet_conv_shift_add(const float *t, long n, long oc, long h, long w, long k, const float *b, int act, void *y, int y_type,
+                        float *scratch);
 void aet_conv_im2col_dz(const void *dz, int dz_type, long n, long oc, long h, long w, long k, void *v, int v_type, float *db,
-                        int accumulate);
+                        int accumulate, float *scratch);
 void aet_conv_unpermute_grad(const float *dwt, float *dw, long oc, long ic, long kk, int accumulate);
 
 /* One LSTM time step for n samples (nn.LSTM gates i, f, g, o). Row s of the step lives at
