@@ -454,7 +454,7 @@ static void store_row(void *dst, long at, int type, const float *restrict v, lon
     }
 }
 
-MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add, int zinit, const float *restrict cprev,
+MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add, long adds, int zinit, const float *restrict cprev,
                           float *restrict c, float *restrict tc, long cs, void *h1, long h1s, int h1t, void *h2, long h2s, int h2t,
                           long n, long H) {
     long G = 4 * H;
@@ -462,7 +462,7 @@ MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add,
     for (long s = 0; s < n; s++) {
         float *restrict zr = z + s * zs;
         if (add) {
-            const float *restrict ar = add + s * G;
+            const float *restrict ar = add + s * adds;
             if (zinit) for (long j = 0; j < G; j++) zr[j] += ar[j];
             else for (long j = 0; j < G; j++) zr[j] = ar[j];
         }
@@ -485,14 +485,19 @@ MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add,
 }
 
 MV void aet_lstm_bwd_step(const float *restrict z, long zs, const float *restrict cprev, const float *restrict tc, long cs,
-                          const float *restrict dh, long dhs, float *restrict dc, void *dz, long dzs, int dzt, float *restrict db,
-                          long n, long H) {
+                          const float *restrict dh1, long dh1s, const float *restrict dh2, long dh2s, float *restrict dc, void *dz,
+                          long dzs, int dzt, float *restrict db, long n, long H) {
     long G = 4 * H;
-    float g[G];
+    float g[G], dr[H];
     for (long s = 0; s < n; s++) {
-        const float *restrict zr = z + s * zs, *restrict tr = tc + s * cs, *restrict dr = dh + s * dhs;
+        const float *restrict zr = z + s * zs, *restrict tr = tc + s * cs;
         const float *restrict ig = zr, *restrict fg = zr + H, *restrict gg = zr + 2 * H, *restrict og = zr + 3 * H;
         float *restrict dcr = dc + s * H;
+        /* dL/dh_t: from outside (dh1) plus from step t+1 (dh2) */
+        if (dh1 && dh2) for (long j = 0; j < H; j++) dr[j] = dh1[s * dh1s + j] + dh2[s * dh2s + j];
+        else if (dh1) for (long j = 0; j < H; j++) dr[j] = dh1[s * dh1s + j];
+        else if (dh2) for (long j = 0; j < H; j++) dr[j] = dh2[s * dh2s + j];
+        else for (long j = 0; j < H; j++) dr[j] = 0.0f;
         for (long j = 0; j < H; j++) {
             float t = tr[j], d = dr[j], o = og[j], i = ig[j], f = fg[j], gv = gg[j];
             float dcj = dcr[j] + d * o * (1.0f - t * t);
@@ -513,12 +518,12 @@ MV void aet_lstm_bwd_step(const float *restrict z, long zs, const float *restric
     }
 }
 
-MV void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, void *s, int st) {
+MV void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, long sample_stride, long step_stride, void *s, int st) {
     float acc[G];
     for (long r = 0; r < n; r++) {
         for (long j = 0; j < G; j++) acc[j] = 0.0f;
         for (long t = 0; t < T; t++) {
-            long base = (r * T + t) * G;
+            long base = r * sample_stride + t * step_stride;
             if (dzt) {
                 const uint16_t *restrict p = (const uint16_t *)dz + base;
                 for (long j = 0; j < G; j++) acc[j] += bf2f(p[j]);
@@ -529,4 +534,23 @@ MV void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, void
         }
         store_row(s, r * G, st, acc, G);
     }
+}
+
+MV void aet_steps_to_time_major(const float *restrict x, long n, long T, long F, void *out, int type) {
+    for (long s = 0; s < n; s++)
+        for (long t = 0; t < T; t++) {
+            const float *restrict src = x + (s * T + t) * F;
+            long at = (t * n + s) * F;
+            if (type) {
+                uint16_t *restrict d = (uint16_t *)out + at;
+                for (long f = 0; f < F; f++) d[f] = f2bf(src[f]);
+            } else {
+                memcpy((float *)out + at, src, (size_t)F * sizeof(float));
+            }
+        }
+}
+
+MV void aet_steps_to_sample_major(const float *restrict in, long n, long T, long F, float *restrict x) {
+    for (long s = 0; s < n; s++)
+        for (long t = 0; t < T; t++) memcpy(x + (s * T + t) * F, in + (t * n + s) * F, (size_t)F * sizeof(float));
 }

@@ -10,17 +10,16 @@ import Foundation
 ///
 /// Parameters, in the flat buffer in this order: W_ih [4H, I], W_hh [4H, H], b_ih [4H], b_hh [4H].
 ///
-/// Shared by `LSTMEncoder` and `LSTMDecoder`, which fill the input projections for every step,
-/// run `recur`, and after filling dL/dh run `backRecur`.
+/// Shared by `LSTMEncoder` and `LSTMDecoder`, which fill the input projections, run `recur`, and
+/// backwards run `backRecur`.
 ///
-/// Workspace layout: sample-major, [n, T, ·] for the current batch n (so a whole batch is one
-/// contiguous [n*T, ·] matrix, and step t of every sample is a strided [n, ·] view with leading
-/// dimension T*·). The input-side products (x W_ihᵀ, dW_ih, dx, the decoder's projection) are one
-/// oneDNN matmul per pass over all steps; per step there is one recurrent matmul forward
-/// (h_{t-1} W_hhᵀ) and one backward (dz_t W_hh); dW_hh is one matmul after the loop over
-/// `hprev` ([n, T, H] holding h_{t-1}, zero at t = 0). The gate arithmetic of a step is one
-/// vectorised C pass over all n samples (kernels.c). With bf16 precision the matmuls read bf16
-/// copies of the weights, of h and of dz; gates, cell states and dL/dh stay f32.
+/// Workspace layout: time-major, [T, n, ·] for the current batch n, so that step t of every
+/// sample is one dense [n, ·] block: the per-step recurrent products (h_{t-1} W_hhᵀ forward,
+/// dz_t W_hh backward) are oneDNN brgemm matmuls on contiguous matrices, and the whole sequence is
+/// one [T*n, ·] matrix for the products over all steps (dW_hh = DZᵀ·HPREV, where `hprev` holds
+/// h_{t-1} at step t and zeros at t = 0). The gate arithmetic of a step is one vectorised C pass
+/// over all n samples (kernels.c). With bf16 precision the matmuls read bf16 copies of the
+/// weights, of h and of dz; gates, cell states and dL/dh stay f32.
 final class LSTMRecurrence {
     let steps: Int
     let inputSize: Int
@@ -29,9 +28,6 @@ final class LSTMRecurrence {
     /// The recurrent product adds onto the gates already holding the input projection (encoder),
     /// or writes them while the gate pass adds the projection (decoder: it is the same every step).
     let recurrentAccumulates: Bool
-    /// dL/dh_{t-1} from the recurrence is added to a gradient already there (decoder: from the
-    /// projection) or written (encoder: nothing else reaches h_{t-1}).
-    let backAccumulates: Bool
 
     var wih: UnsafeMutablePointer<Float>!
     var whh: UnsafeMutablePointer<Float>!
@@ -45,20 +41,19 @@ final class LSTMRecurrence {
     private(set) var reservedBatch = -1
     /// The batch of the last forward, whose stored activations backward uses.
     private(set) var forwardBatch = -1
-    /// [n, T, 4H] f32: pre-activations on entry to `recur`, activated gates i, f, g, o after.
+    /// [T, n, 4H] f32: pre-activations on entry to `recur`, activated gates i, f, g, o after.
     private(set) var gates: UnsafeMutablePointer<Float>!
-    /// [n, T, H] f32 each: c_t, tanh(c_t).
+    /// [T, n, H] f32 each: c_t, tanh(c_t).
     private(set) var cells: UnsafeMutablePointer<Float>!
     private(set) var tanhCells: UnsafeMutablePointer<Float>!
-    /// [n, T, H] in the compute type: h_{t-1} at step t (zero at t = 0).
+    /// [T, n, H] in the compute type: h_{t-1} at step t (zero at t = 0).
     private(set) var hprev: UnsafeMutableRawPointer!
-    /// [n, T, 4H] in the compute type: dL/dz_t, written by `backRecur`.
+    /// [T, n, 4H] in the compute type: dL/dz_t, written by `backRecur`.
     private(set) var dgates: UnsafeMutableRawPointer!
-    /// [n, T, H] f32: dL/dh_t reaching step t from outside and from step t+1.
-    private(set) var dhiddens: UnsafeMutablePointer<Float>!
     /// [4H]: b_ih + b_hh.
     private(set) var biasSum: UnsafeMutablePointer<Float>!
-    /// [maxBatch, H]: dL/dc carried backwards through time.
+    /// [maxBatch, H] f32: dL/dh_{t-1} through the recurrence (dz_t W_hh), and dL/dc carried back.
+    private var drec: UnsafeMutablePointer<Float>!
     private var dcell: UnsafeMutablePointer<Float>!
     /// [4H]: Σ dz over samples and steps (db_ih = db_hh).
     private var dbias: UnsafeMutablePointer<Float>!
@@ -79,13 +74,12 @@ final class LSTMRecurrence {
     }
     private var cache = PrimitiveCache<Ops>()
 
-    init(steps: Int, input: Int, hidden: Int, recurrentAccumulates: Bool, backAccumulates: Bool) {
+    init(steps: Int, input: Int, hidden: Int, recurrentAccumulates: Bool) {
         precondition(steps > 0 && input > 0 && hidden > 0, "LSTM: steps, input and hidden must be positive")
         self.steps = steps
         inputSize = input
         self.hidden = hidden
         self.recurrentAccumulates = recurrentAccumulates
-        self.backAccumulates = backAccumulates
     }
 
     var parameterShapes: [(name: String, shape: [Int])] {
@@ -144,8 +138,8 @@ final class LSTMRecurrence {
         tanhCells = make(rows * h)
         hprev = UnsafeMutableRawPointer(make(rows * h))  // room for f32; bf16 uses half
         dgates = UnsafeMutableRawPointer(make(rows * 4 * h))
-        dhiddens = make(rows * h)
         biasSum = make(4 * h)
+        drec = make(maxBatch * h)
         dcell = make(maxBatch * h)
         dbias = make(4 * h)
         if precision == .bf16 {
@@ -159,9 +153,9 @@ final class LSTMRecurrence {
         forwardBatch = -1
     }
 
-    /// W_ih and W_hh as the products read them (bf16: rounded copies, refreshed now).
+    /// b_ih + b_hh, and W_ih and W_hh as the products read them (bf16: rounded copies, refreshed now).
     func prepareWeights() {
-        sumBiases()
+        for j in 0..<(4 * hidden) { biasSum[j] = bih[j] + bhh[j] }
         if let wl = wihLow, let hl = whhLow {
             aet_f32_to_bf16(wih, wl.pointer, wl.count)
             aet_f32_to_bf16(whh, hl.pointer, hl.count)
@@ -170,59 +164,56 @@ final class LSTMRecurrence {
     var wihOperand: UnsafeRawPointer { wihLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(wih!) }
     var whhOperand: UnsafeRawPointer { whhLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(whh!) }
 
-    /// biasSum = b_ih + b_hh.
-    func sumBiases() {
-        for j in 0..<(4 * hidden) { biasSum[j] = bih[j] + bhh[j] }
-    }
-
     private func ops(_ n: Int) -> Ops {
         let T = steps, H = hidden, G = 4 * H, t = precision
         return cache.get(n) {
-            Ops(rec: MatMul(m: n, n: G, k: H, a: .rows(T * H, t), b: .transposed(H, t), c: .rows(T * G, .f32),
+            Ops(rec: MatMul(m: n, n: G, k: H, a: .rows(H, t), b: .transposed(H, t), c: .rows(G, .f32),
                             accumulate: recurrentAccumulates, what: "\(torchModule) recurrent product"),
-                recBack: MatMul(m: n, n: H, k: G, a: .rows(T * G, t), b: .rows(H, t), c: .rows(T * H, .f32),
-                                accumulate: backAccumulates, what: "\(torchModule) recurrent gradient"),
+                recBack: MatMul(m: n, n: H, k: G, a: .rows(G, t), b: .rows(H, t), c: .rows(H, .f32),
+                                what: "\(torchModule) recurrent gradient"),
                 whhGrad: MatMul(m: G, n: H, k: n * T, a: .transposed(G, t), b: .rows(H, t), c: .rows(H, .f32), accumulate: true,
                                 what: "\(torchModule) W_hh gradient"))
         }
     }
 
-    /// Runs the recurrence over `gates` (holding the input projections, or nothing when `add`
-    /// gives the projection of every step, [n, 4H]). h_t goes to `hidden` ([n, T, H] in the compute
-    /// type) when given, and h_{T-1} to `last` ([n, H] f32) when given.
+    /// Runs the recurrence over `gates` (time-major, holding the input projections; or nothing
+    /// when `add` gives each sample's projection, the same at every step, rows of stride 4H).
+    /// h_t goes to `hidden` (sample-major [n, T, H] in the compute type) when given, and h_{T-1} to
+    /// `last` ([n, H] f32) when given.
     func recur(batch n: Int, add: UnsafePointer<Float>?, hidden hid: UnsafeMutableRawPointer?, last: UnsafeMutablePointer<Float>?) {
         precondition(n <= reservedBatch, "LSTM.forward: batch \(n) exceeds reserve(maxBatch: \(reservedBatch))")
         forwardBatch = n
         let T = steps, H = hidden, G = 4 * H, e = elementSize, type = precision.code
         let ops = self.ops(n)
         let whhX = whhOperand
-        // h_{-1} = 0 (all-zero bits in f32 and bf16).
-        for s in 0..<n { (hprev + s * T * H * e).initializeMemory(as: UInt8.self, repeating: 0, count: H * e) }
+        hprev.initializeMemory(as: UInt8.self, repeating: 0, count: n * H * e)  // h_{-1} = 0 (zero bits in f32 and bf16)
         for t in 0..<T {
+            let z = gates + t * n * G
             if t > 0 {
-                // z_t[n, 4H] (+)= h_{t-1}[n, H] · W_hhᵀ (strided views of [n, T, ·])
-                ops.rec.run(hprev + t * H * e, whhX, gates + t * G)
+                // z_t[n, 4H] (+)= h_{t-1}[n, H] · W_hhᵀ
+                ops.rec.run(hprev + t * n * H * e, whhX, z)
             }
-            // h_t goes to two of: hidden[t], hprev[t+1], last.
-            var d1: UnsafeMutableRawPointer? = nil, d1s = 0, d1t = type
+            // h_t to hprev[t+1] (dense) and to hidden[:, t] (strided) or, at the end, to last.
+            var d1: UnsafeMutableRawPointer? = nil, d1s = H, d1t = type
             var d2: UnsafeMutableRawPointer? = nil, d2s = 0, d2t = type
-            if let hid { d1 = hid + t * H * e; d1s = T * H }
-            if t + 1 < T {
-                if d1 == nil { d1 = hprev + (t + 1) * H * e; d1s = T * H } else { d2 = hprev + (t + 1) * H * e; d2s = T * H }
-            } else if let last {
-                if d1 == nil { d1 = UnsafeMutableRawPointer(last); d1s = H; d1t = Int32(AET_F32) }
-                else { d2 = UnsafeMutableRawPointer(last); d2s = H; d2t = Int32(AET_F32) }
+            if t + 1 < T { d1 = hprev + (t + 1) * n * H * e }
+            if let hid {
+                d2 = hid + t * H * e; d2s = T * H
+            } else if t == T - 1, let last {
+                d2 = UnsafeMutableRawPointer(last); d2s = H; d2t = Int32(AET_F32)
             }
-            guard let h1 = d1 else { continue }
-            aet_lstm_fwd_step(gates + t * G, T * G, add, add == nil || t > 0 ? 1 : 0, t > 0 ? cells + (t - 1) * H : nil,
-                              cells + t * H, tanhCells + t * H, T * H, h1, d1s, d1t, d2, d2s, d2t, n, H)
+            if d1 == nil { d1 = d2; d1s = d2s; d1t = d2t; d2 = nil }
+            guard let h1 = d1 else { preconditionFailure("LSTM: step \(t) has nowhere to write h") }
+            aet_lstm_fwd_step(z, G, add, G, add == nil || t > 0 ? 1 : 0, t > 0 ? cells + (t - 1) * n * H : nil,
+                              cells + t * n * H, tanhCells + t * n * H, H, h1, d1s, d1t, d2, d2s, d2t, n, H)
         }
     }
 
-    /// Backpropagates through time from dL/dh_t (`dhiddens`, or `last` [n, H] for the final step
-    /// when given): writes dL/dz_t into `dgates` and adds dL/dW_hh, dL/db_ih and dL/db_hh into
-    /// the gradients. The caller adds dL/dW_ih and computes dL/dx from `dgates`.
-    func backRecur(batch n: Int, last: UnsafePointer<Float>?) {
+    /// Backpropagates through time. dL/dh_t from outside the recurrence comes from `last` ([n, H],
+    /// the final step only: the encoder) or `everyStep` (sample-major [n, T, H]: the decoder).
+    /// Writes dL/dz_t into `dgates` and adds dL/dW_hh, dL/db_ih and dL/db_hh into the gradients.
+    /// The caller adds dL/dW_ih and computes dL/dx from `dgates`.
+    func backRecur(batch n: Int, last: UnsafePointer<Float>?, everyStep: UnsafePointer<Float>?) {
         precondition(n == forwardBatch, "LSTM.backward: batch \(n) differs from the last forward's \(forwardBatch)")
         let T = steps, H = hidden, G = 4 * H, e = elementSize, type = precision.code
         let ops = self.ops(n)
@@ -230,16 +221,17 @@ final class LSTMRecurrence {
         dcell.update(repeating: 0, count: n * H)
         dbias.update(repeating: 0, count: G)
         for t in stride(from: T - 1, through: 0, by: -1) {
-            let fromLast = t == T - 1 && last != nil
-            let dh = fromLast ? last! : UnsafePointer(dhiddens + t * H)
-            aet_lstm_bwd_step(gates + t * G, T * G, t > 0 ? cells + (t - 1) * H : nil, tanhCells + t * H, T * H,
-                              dh, fromLast ? H : T * H, dcell, dgates + t * G * e, T * G, type, dbias, n, H)
+            var outside: UnsafePointer<Float>? = nil, os = H
+            if let everyStep { outside = everyStep + t * H; os = T * H } else if t == T - 1 { outside = last }
+            let dz = dgates + t * n * G * e
+            aet_lstm_bwd_step(gates + t * n * G, G, t > 0 ? cells + (t - 1) * n * H : nil, tanhCells + t * n * H, H,
+                              outside, os, t < T - 1 ? UnsafePointer(drec) : nil, H, dcell, dz, G, type, dbias, n, H)
             if t > 0 {
-                // dh_{t-1}[n, H] (+)= dz_t[n, 4H] · W_hh[4H, H]
-                ops.recBack.run(dgates + t * G * e, whhX, dhiddens + (t - 1) * H)
+                // dh_{t-1}[n, H] = dz_t[n, 4H] · W_hh[4H, H] (the recurrent part)
+                ops.recBack.run(dz, whhX, drec)
             }
         }
-        // dW_hh[4H, H] += Σ_t dz_tᵀ · h_{t-1} = DZᵀ · HPREV over all n·T rows (h_{-1} = 0).
+        // dW_hh[4H, H] += Σ_t dz_tᵀ · h_{t-1} = DZᵀ · HPREV over all T·n rows (h_{-1} = 0).
         ops.whhGrad.run(dgates, hprev, dwhh)
         for j in 0..<G {
             dbih[j] += dbias[j]
@@ -256,9 +248,10 @@ final class LSTMRecurrence {
 /// gates in PyTorch order i, f, g, o. Init `.torch`: all U(±1/sqrt(H)); `.glorot`: weights
 /// glorot-uniform (fan_out 4H), biases 0.
 ///
-/// Forward: Z[n*T, 4H] = X[n*T, F] · W_ihᵀ + b (one matmul over all steps, X being the input as
-/// is), then per step Z_t += h_{t-1} W_hhᵀ and the gate pass. Backward: BPTT with one matmul per
-/// step for the recurrent term, then dW_ih += dZᵀ X and dX = dZ · W_ih as one matmul each.
+/// Forward: X is copied time-major (and rounded, in bf16), Z[T*n, 4H] = X · W_ihᵀ + b (one matmul
+/// over all steps), then per step Z_t += h_{t-1} W_hhᵀ and the gate pass. Backward: BPTT with one
+/// matmul per step for the recurrent term, then dW_ih += dZᵀ X and dX = dZ · W_ih as one matmul
+/// each (dX copied back sample-major).
 public final class LSTMEncoder: Layer {
     public let steps: Int
     public let features: Int
@@ -270,8 +263,10 @@ public final class LSTMEncoder: Layer {
         get { core.precision }
         set { core.precision = newValue }
     }
-    /// bf16: the input rounded (kept for dW_ih).
-    private var xLow: BF16Buffer?
+    /// [T, n, F] in the compute type: the input, time-major (kept for dW_ih).
+    private var xSteps: FloatBuffer?
+    /// [T, n, F] f32: dL/dx time-major.
+    private var dxSteps: FloatBuffer?
 
     private final class Ops {
         let input: MatMul
@@ -290,7 +285,7 @@ public final class LSTMEncoder: Layer {
         self.hidden = hidden
         inputSize = steps * features
         outputSize = hidden
-        core = LSTMRecurrence(steps: steps, input: features, hidden: hidden, recurrentAccumulates: true, backAccumulates: false)
+        core = LSTMRecurrence(steps: steps, input: features, hidden: hidden, recurrentAccumulates: true)
     }
 
     public var parameterShapes: [(name: String, shape: [Int])] { core.parameterShapes }
@@ -311,7 +306,8 @@ public final class LSTMEncoder: Layer {
     public func reserve(maxBatch: Int) {
         core.reserve(maxBatch: maxBatch)
         cache.removeAll()
-        xLow = precision == .bf16 ? BF16Buffer(maxBatch * inputSize) : nil
+        xSteps = FloatBuffer(maxBatch * inputSize)
+        dxSteps = FloatBuffer(maxBatch * inputSize)
     }
 
     private func ops(_ n: Int) -> Ops {
@@ -330,12 +326,9 @@ public final class LSTMEncoder: Layer {
         precondition(n <= core.reservedBatch, "LSTMEncoder.forward: batch \(n) exceeds reserve(maxBatch: \(core.reservedBatch))")
         let ops = self.ops(n)
         core.prepareWeights()
-        // Z[n*T, 4H] = X[n*T, F] · W_ihᵀ + (b_ih + b_hh)
-        var xs = UnsafeRawPointer(x)
-        if let xl = xLow {
-            aet_f32_to_bf16(x, xl.pointer, n * inputSize)
-            xs = UnsafeRawPointer(xl.pointer)
-        }
+        // X time-major [T, n, F]; Z[T*n, 4H] = X · W_ihᵀ + (b_ih + b_hh)
+        let xs = UnsafeMutableRawPointer(xSteps!.pointer)
+        aet_steps_to_time_major(x, n, steps, features, xs, precision.code)
         ops.input.run(xs, core.wihOperand, core.gates, bias: core.biasSum)
         core.recur(batch: n, add: nil, hidden: nil, last: y)
     }
@@ -346,17 +339,17 @@ public final class LSTMEncoder: Layer {
         let T = steps, F = features, G = 4 * hidden, t = precision
         let ops = self.ops(n)
         // dL/dh_t from outside: dy at the last step, nothing before.
-        core.backRecur(batch: n, last: dy)
-        let xs = xLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(x)
-        // dW_ih[4H, F] += dZ[n*T, 4H]ᵀ · X[n*T, F]
-        ops.wihGrad.run(core.dgates, xs, core.dwih)
-        // dX[n*T, F] = dZ · W_ih
+        core.backRecur(batch: n, last: dy, everyStep: nil)
+        // dW_ih[4H, F] += dZ[T*n, 4H]ᵀ · X[T*n, F]
+        ops.wihGrad.run(core.dgates, xSteps!.pointer, core.dwih)
+        // dX[T*n, F] = dZ · W_ih, then sample-major
         if let dx {
             if ops.inputGrad == nil {
                 ops.inputGrad = MatMul(m: n * T, n: F, k: G, a: .rows(G, t), b: .rows(F, t), c: .rows(F, .f32),
                                        what: "\(core.torchModule) input gradient")
             }
-            ops.inputGrad!.run(core.dgates, core.wihOperand, dx)
+            ops.inputGrad!.run(core.dgates, core.wihOperand, dxSteps!.pointer)
+            aet_steps_to_sample_major(dxSteps!.pointer, n, T, F, dx)
         }
     }
 }
@@ -395,6 +388,8 @@ public final class LSTMDecoder: Layer {
     private var sumBuffer: FloatBuffer?
     /// [maxBatch, T, H] in the compute type: h_t for the output projection.
     private var hiddenBuffer: FloatBuffer?
+    /// [maxBatch, T, H] f32: dL/dh_t from the output projection.
+    private var dHiddenBuffer: FloatBuffer?
     /// bf16: W_proj, the code and dY rounded.
     private var wpLow: BF16Buffer?
     private var codeLow: BF16Buffer?
@@ -425,7 +420,7 @@ public final class LSTMDecoder: Layer {
         self.hidden = hidden
         inputSize = code
         outputSize = steps * features
-        core = LSTMRecurrence(steps: steps, input: code, hidden: hidden, recurrentAccumulates: false, backAccumulates: true)
+        core = LSTMRecurrence(steps: steps, input: code, hidden: hidden, recurrentAccumulates: false)
     }
 
     public var parameterShapes: [(name: String, shape: [Int])] {
@@ -470,6 +465,7 @@ public final class LSTMDecoder: Layer {
         projBuffer = FloatBuffer(maxBatch * G)
         sumBuffer = FloatBuffer(maxBatch * G)
         hiddenBuffer = FloatBuffer(maxBatch * steps * hidden)
+        dHiddenBuffer = FloatBuffer(maxBatch * steps * hidden)
         if precision == .bf16 {
             wpLow = BF16Buffer(features * hidden)
             codeLow = BF16Buffer(maxBatch * code)
@@ -528,12 +524,13 @@ public final class LSTMDecoder: Layer {
         aet_dense_backward_prep(dy, dy, dyLow?.pointer, dbp, n * T, features, -1, 0, 1)
         let dys = dyLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(dy)
         let wps = wpLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(wp!)
+        let dh = dHiddenBuffer!.pointer
         ops.wpGrad.run(dys, hid, dwp)
-        ops.hiddenGrad.run(dys, wps, core.dhiddens)
-        core.backRecur(batch: n, last: nil)
+        ops.hiddenGrad.run(dys, wps, dh)
+        core.backRecur(batch: n, last: nil, everyStep: dh)
         // S[n, 4H] = Σ_t dZ_t: the gradient reaching the (repeated) code's projection.
         let sum = UnsafeMutableRawPointer(sumBuffer!.pointer)
-        aet_lstm_sum_steps(core.dgates, t.code, n, T, G, sum, t.code)
+        aet_lstm_sum_steps(core.dgates, t.code, n, T, G, G, n * G, sum, t.code)
         // dW_ih[4H, C] += Sᵀ · code[n, C]; dcode[n, C] = S · W_ih
         let xs = codeLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(x)
         ops.wihGrad.run(sum, xs, core.dwih)

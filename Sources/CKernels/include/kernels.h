@@ -67,17 +67,21 @@ void aet_conv_unpermute_grad(const float *dwt, float *dw, long oc, long ic, long
 
 /* One LSTM time step for n samples (nn.LSTM gates i, f, g, o). Row s of the step lives at
    z + s*zs (4H pre-activations, activated in place), c/tc + s*cs (cell state and tanh of it).
-   Before activation z gets `add` (row s at add + s*4H) added, or set to it when !zinit.
+   Before activation z gets `add` (row s at add + s*adds) added, or set to it when !zinit.
    cprev (stride cs) is c_{t-1}, NULL for zeros. h_t = o*tanh(c_t) is written to h1 (and h2 when
    not NULL), each with its stride and type. */
-void aet_lstm_fwd_step(float *z, long zs, const float *add, int zinit, const float *cprev, float *c, float *tc, long cs,
+void aet_lstm_fwd_step(float *z, long zs, const float *add, long adds, int zinit, const float *cprev, float *c, float *tc, long cs,
                        void *h1, long h1s, int h1t, void *h2, long h2s, int h2t, long n, long H);
-/* Its backward: from dh (stride dhs, the gradient reaching h_t) and the carried dc [n, H] (updated
-   to dL/dc_{t-1}), writes dz_t = dL/d(pre-activation) (stride dzs, type dzt) and adds it to db [4H]. */
-void aet_lstm_bwd_step(const float *z, long zs, const float *cprev, const float *tc, long cs, const float *dh, long dhs,
-                       float *dc, void *dz, long dzs, int dzt, float *db, long n, long H);
-/* S[s, :] = sum over t of dz[s, t, :] for dz [n, T, G] of type dzt; S of type st. */
-void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, void *s, int st);
+/* Its backward: from dL/dh_t = dh1 + dh2 (each with its stride, either may be NULL) and the carried
+   dc [n, H] (updated to dL/dc_{t-1}), writes dz_t = dL/d(pre-activation) (stride dzs, type dzt)
+   and adds it to db [4H]. */
+void aet_lstm_bwd_step(const float *z, long zs, const float *cprev, const float *tc, long cs, const float *dh1, long dh1s,
+                       const float *dh2, long dh2s, float *dc, void *dz, long dzs, int dzt, float *db, long n, long H);
+/* S[s, :] = sum over t of dz[s*sample_stride + t*step_stride + (0..G)] (dz of type dzt); S of type st. */
+void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, long sample_stride, long step_stride, void *s, int st);
+/* [n, T, F] (sample-major, f32) to [T, n, F] (time-major) of `type`, and back (f32). */
+void aet_steps_to_time_major(const float *x, long n, long T, long F, void *out, int type);
+void aet_steps_to_sample_major(const float *in, long n, long T, long F, float *x);
 #endif
 
 /* Input corruption of one image of n pixels from x into y, with counter-based random numbers
