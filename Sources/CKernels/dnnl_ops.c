@@ -60,10 +60,21 @@ const char *aet_dnnl_isa(void) {
     }
 }
 
-int aet_dnnl_bf16_supported(void) {
+int aet_dnnl_avx512(void) {
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     return (isa & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
 }
+
+int aet_dnnl_bf16_supported(void) { return aet_dnnl_avx512(); }
+
+int aet_dnnl_bf16_native(void) {
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+}
+
+/* Channels innermost: oneDNN's blocked layout with 16 channels (the AVX-512 kernels'), else
+   channels last (its AVX2 and SSE kernels read NHWC, or 8-channel blocks, not 16). */
+static int channels_innermost(void) { return aet_dnnl_avx512() ? AET_BLK16 : AET_NHWC; }
 
 /* OpenMP is oneDNN's runtime here (libgomp, loaded with libdnnl); looked up at run time so that
    aetrain does not link the OpenMP library itself. */
@@ -348,7 +359,7 @@ void aet_conv_free(aet_conv *c) {
 static int native_layout(long ic, int x_layout, int y_layout) {
     if (ic > 1 && x_layout != AET_NCHW) return x_layout;
     if (y_layout != AET_NCHW) return y_layout;
-    return AET_BLK16;
+    return channels_innermost();
 }
 
 static aet_conv *conv_direct(aet_conv *c, int x_layout, int y_layout) {
@@ -599,9 +610,9 @@ static aet_spatial *spatial_create(int pool, long n, long c, long h, long w, int
     aet_spatial *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     long oh = pool ? h / 2 : 2 * h, ow = pool ? w / 2 : 2 * w;
-    /* Native layout: channels innermost (the caller's nhwc or blocked, else blocked when c % 16 == 0);
-       oneDNN's kernels need the same layout on both sides. */
-    int lay = x_layout != AET_NCHW ? x_layout : (c % 16 == 0 ? AET_BLK16 : AET_NCHW);
+    /* Native layout: channels innermost (the caller's nhwc or blocked, else blocked (AVX-512) or
+       nhwc when c % 16 == 0); oneDNN's kernels need the same layout on both sides. */
+    int lay = x_layout != AET_NCHW ? x_layout : (c % 16 == 0 ? channels_innermost() : AET_NCHW);
     dnnl_memory_desc_t xu, yu, xs, ys;
     dnnl_primitive_desc_t fpd = NULL, bpd = NULL;
     TRY(md4(&xu, n, c, h, w, x_layout, x_type), "describing the input");

@@ -126,22 +126,34 @@ final class PrecisionE2ETests: XCTestCase {
         XCTAssertFalse(ck.config.json().contains("precision"))
     }
 
-    /// oneDNN falls back to its reference code (10–100× slower) when it has no optimised kernel
-    /// for a primitive, e.g. for mixed memory layouts. ONEDNN_VERBOSE lists every execution with
-    /// its implementation: none of the presets' may be "ref".
+    /// oneDNN falls back to its reference code (10–1000× slower) when it has no optimised kernel
+    /// for a primitive, e.g. for mixed memory layouts, or 16-channel blocks on a CPU without
+    /// AVX-512. ONEDNN_VERBOSE lists every execution with its implementation: none of the presets'
+    /// may be "ref", on this CPU and with oneDNN limited to AVX2 (ONEDNN_MAX_CPU_ISA, as on a CPU
+    /// without AVX-512), where --precision bf16 is refused with one line.
     func testPresetsRunNoReferenceKernels() throws {
         let mnist = try AE.requireMNIST()
-        let precisions = DNNL.bf16Supported ? ["f32", "bf16"] : ["f32"]
-        for model in ["mlp3", "conv", "lstm", "vae"] {
-            for p in precisions {
-                let r = AE.run(["--dataset", "mnist", "--data-dir", mnist, "--model", model, "--batch-size", "8", "--max-steps", "2",
-                                "--test-limit", "16", "--no-report", "--precision", p, "--out", AE.tempDir("verbose")],
-                               env: ["ONEDNN_VERBOSE": "1"], timeout: 120)
-                XCTAssertEqual(r.status, 0, r.stderr)
-                let execs = r.stdout.split(separator: "\n").filter { $0.hasPrefix("onednn_verbose,exec,") }
-                XCTAssertGreaterThan(execs.count, 10, "\(model) \(p): no oneDNN executions seen")
-                let ref = execs.filter { $0.split(separator: ",").dropFirst(4).first?.hasPrefix("ref") ?? true }
-                XCTAssertEqual(ref.count, 0, "\(model) \(p): reference kernels: \(ref.prefix(3))")
+        for isa in ["", "AVX2"] {
+            let precisions = DNNL.bf16Supported && isa.isEmpty ? ["f32", "bf16"] : ["f32"]
+            var env = ["ONEDNN_VERBOSE": "1"]
+            if !isa.isEmpty { env["ONEDNN_MAX_CPU_ISA"] = isa }
+            for model in ["mlp3", "conv", "lstm", "vae"] {
+                for p in precisions {
+                    let r = AE.run(["--dataset", "mnist", "--data-dir", mnist, "--model", model, "--batch-size", "8", "--max-steps", "2",
+                                    "--test-limit", "16", "--no-report", "--precision", p, "--out", AE.tempDir("verbose")],
+                                   env: env, timeout: 120)
+                    XCTAssertEqual(r.status, 0, r.stderr)
+                    let execs = r.stdout.split(separator: "\n").filter { $0.hasPrefix("onednn_verbose,exec,") }
+                    XCTAssertGreaterThan(execs.count, 10, "\(model) \(p) \(isa): no oneDNN executions seen")
+                    let ref = execs.filter { $0.split(separator: ",").dropFirst(4).first?.hasPrefix("ref") ?? true }
+                    XCTAssertEqual(ref.count, 0, "\(model) \(p) \(isa): reference kernels: \(ref.prefix(3))")
+                }
+            }
+            if isa == "AVX2" {
+                let r = AE.run(["--dataset", "mnist", "--data-dir", mnist, "--precision", "bf16", "--max-steps", "1", "--out", AE.tempDir("avx2bf16")],
+                               env: env)
+                XCTAssertEqual(r.status, ExitCode.usage, r.stderr)
+                XCTAssertTrue(r.stderr.contains("error: --precision bf16: oneDNN has no bf16 kernels for this CPU (it runs avx2 code"), r.stderr)
             }
         }
     }

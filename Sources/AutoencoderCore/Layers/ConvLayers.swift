@@ -269,9 +269,10 @@ final class SpatialOps {
 /// as oneDNN's direct convolution, pooling and resampling kernels read them: channels-last
 /// (NHWC) when a convolution with fewer than 16 output channels follows later in the chain (its
 /// matmul lowering reads NHWC, and NHWC upsampling measured faster), else oneDNN's blocked layout
-/// (16 channels innermost; the 1→32 first layer's weight gradient is 10× slower in NHWC). Other
-/// boundaries are NCHW. With bf16 precision the elements there are bf16. The chain's ends (the
-/// model's input, code and output) stay NCHW f32.
+/// with 16 channels innermost (the 1→32 first layer's weight gradient is 10× slower in NHWC).
+/// Without AVX-512, oneDNN's kernels have no 16-channel blocks (they would run its reference
+/// code): NHWC. Other boundaries are NCHW. With bf16 precision the elements there are bf16. The
+/// chain's ends (the model's input, code and output) stay NCHW f32.
 enum SpatialFormats {
     static func assign(_ layers: [Layer], precision: Precision) {
         for l in layers { l.precision = precision }
@@ -279,7 +280,7 @@ enum SpatialFormats {
             guard let a = layers[i] as? SpatialLayer, let b = layers[i + 1] as? SpatialLayer else { continue }
             let c = a.outputChannels
             let loweredLater = layers[(i + 1)...].contains { ($0 as? Conv2D).map { $0.outChannels < 16 } ?? false }
-            let layout: TensorFormat.Layout = c % 16 != 0 ? .nchw : (loweredLater ? .nhwc : .blocked16)
+            let layout: TensorFormat.Layout = c % 16 != 0 ? .nchw : (loweredLater || !DNNL.avx512 ? .nhwc : .blocked16)
             let f = TensorFormat(layout: layout, type: precision)
             a.outputFormat = f
             b.inputFormat = f

@@ -34,6 +34,10 @@ public enum DNNL {
     public static var isa: String { String(cString: aet_dnnl_isa()) }
     /// bf16 primitives need AVX-512 (native bf16 instructions, or emulated on avx512_core).
     public static var bf16Supported: Bool { aet_dnnl_bf16_supported() != 0 }
+    /// The CPU has AVX-512 bf16 instructions (else bf16 runs emulated, slower than f32).
+    public static var bf16Native: Bool { aet_dnnl_bf16_native() != 0 }
+    /// oneDNN runs AVX-512 kernels (its 16-channel blocked layout is then the convolutions').
+    public static var avx512: Bool { aet_dnnl_avx512() != 0 }
     /// OpenMP threads of oneDNN's primitives.
     public static var threads: Int { Int(aet_dnnl_threads()) }
     public static func setThreads(_ n: Int) { aet_dnnl_set_threads(Int32(n)) }

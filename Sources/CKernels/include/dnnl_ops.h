@@ -23,8 +23,12 @@ const char *aet_dnnl_error(void);
 /* oneDNN's version and the ISA its kernels use on this CPU (e.g. "avx512_core_bf16"). */
 const char *aet_dnnl_version(void);
 const char *aet_dnnl_isa(void);
-/* 1 when bf16 primitives run native or emulated AVX-512 code here (avx512_core or better). */
+/* 1 when oneDNN runs AVX-512 kernels here (avx512_core or better). */
+int aet_dnnl_avx512(void);
+/* 1 when bf16 primitives run native (avx512_core_bf16) or emulated (avx512_core) AVX-512 code. */
 int aet_dnnl_bf16_supported(void);
+/* 1 when the CPU has the AVX-512 bf16 instructions (else bf16 is emulated, slower than f32). */
+int aet_dnnl_bf16_native(void);
 /* OpenMP threads used by oneDNN (omp_set_num_threads / omp_get_max_threads). */
 void aet_dnnl_set_threads(int n);
 int aet_dnnl_threads(void);
