@@ -629,12 +629,26 @@ static aet_spatial *spatial_create(int pool, long n, long c, long h, long w, int
         TRY(dnnl_primitive_desc_create(&bpd, &bd, NULL, eng, fpd), "creating max pooling backward");
         if (!(s->ws = mem_new(dnnl_primitive_desc_query_md(fpd, dnnl_query_workspace_md, 0)))) goto bad;
     } else {
-        dnnl_resampling_desc_t fd, bd;
+        dnnl_resampling_desc_t fd;
         TRY(dnnl_resampling_forward_desc_init(&fd, dnnl_forward_training, dnnl_resampling_nearest, NULL, &xs, &ys),
             "describing upsampling");
         TRY(dnnl_primitive_desc_create(&fpd, &fd, NULL, eng, NULL), "creating upsampling");
-        TRY(dnnl_resampling_backward_desc_init(&bd, dnnl_resampling_nearest, NULL, &xs, &ys), "describing upsampling");
-        TRY(dnnl_primitive_desc_create(&bpd, &bd, NULL, eng, fpd), "creating upsampling backward");
+        /* Backward of nearest upsampling sums each 2x2 block of dy: 4 x its average, which oneDNN's
+           average pooling computes 2-3x faster than its resampling backward (x4 exact in binary). */
+        dnnl_pooling_v2_desc_t bd;
+        dnnl_dims_t k = {2, 2}, st = {2, 2}, dil = {0, 0}, pad = {0, 0};
+        dnnl_primitive_attr_t attr = NULL;
+        dnnl_post_ops_t po = NULL;
+        TRY(dnnl_pooling_v2_forward_desc_init(&bd, dnnl_forward_inference, dnnl_pooling_avg_exclude_padding, &ys, &xs, st, k, dil, pad, pad),
+            "describing upsampling backward");
+        TRY(dnnl_primitive_attr_create(&attr), "creating attributes");
+        TRY(dnnl_post_ops_create(&po), "creating post-ops");
+        TRY(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, 4.0f, 0.0f), "adding a post-op");
+        TRY(dnnl_primitive_attr_set_post_ops(attr, po), "setting post-ops");
+        dnnl_status_t st_ = dnnl_primitive_desc_create(&bpd, &bd, attr, eng, NULL);
+        dnnl_post_ops_destroy(po);
+        dnnl_primitive_attr_destroy(attr);
+        TRY(st_, "creating upsampling backward");
     }
     if (!md_same(&xu, &xs)) {
         if (!(s->xn = mem_new(&xs)) || !(s->dxn = mem_new(&xs))) goto bad;
@@ -655,8 +669,8 @@ static aet_spatial *spatial_create(int pool, long n, long c, long h, long w, int
     if (prim_init(&s->fwd, fpd) || prim_arg(&s->fwd, DNNL_ARG_SRC, &xs, SX, s->xn) || prim_arg(&s->fwd, DNNL_ARG_DST, &ys, SY, s->yn))
         goto bad;
     if (s->ws) prim_mem(&s->fwd, DNNL_ARG_WORKSPACE, s->ws);
-    if (prim_init(&s->bwd, bpd) || prim_arg(&s->bwd, DNNL_ARG_DIFF_DST, &ys, SDY, s->dyn) ||
-        prim_arg(&s->bwd, DNNL_ARG_DIFF_SRC, &xs, SDX, s->dxn))
+    if (prim_init(&s->bwd, bpd) || prim_arg(&s->bwd, pool ? DNNL_ARG_DIFF_DST : DNNL_ARG_SRC, &ys, SDY, s->dyn) ||
+        prim_arg(&s->bwd, pool ? DNNL_ARG_DIFF_SRC : DNNL_ARG_DST, &xs, SDX, s->dxn))
         goto bad;
     if (s->ws) prim_mem(&s->bwd, DNNL_ARG_WORKSPACE, s->ws);
     snprintf(s->impl, sizeof s->impl, "fwd %s, bwd %s", s->fwd.impl, s->bwd.impl);
