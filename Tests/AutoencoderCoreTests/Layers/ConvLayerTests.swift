@@ -57,7 +57,7 @@ final class ConvLayerTests: XCTestCase {
 
     func testConv2DWithoutInputGradient() {
         // The model's first layer: no backward-data primitive; weight gradients as with one.
-        for (cin, cout) in [(1, 16), (2, 1)] {
+        for (cin, cout) in [(1, 16), (2, 1), (16, 1)] {
             let a = Conv2D(inChannels: cin, outChannels: cout, kernel: 3, height: 6, width: 6, activation: .relu)
             let b = Conv2D(inChannels: cin, outChannels: cout, kernel: 3, height: 6, width: 6, activation: .relu)
             b.needsInputGradient = false
