@@ -154,18 +154,6 @@ MV void aet_u8_to_float(const uint8_t *restrict src, float *restrict dst, long n
     }
 }
 
-MV void aet_colsum_add(float *restrict db, const float *restrict dz, long rows, long cols) {
-    for (long r = 0; r < rows; r++) {
-        const float *row = dz + r * cols;
-        for (long j = 0; j < cols; j++) db[j] += row[j];
-    }
-}
-
-MV void aet_broadcast_rows(float *restrict y, const float *restrict b, long rows, long cols) {
-    for (long r = 0; r < rows; r++)
-        for (long j = 0; j < cols; j++) y[r * cols + j] = b[j];
-}
-
 MV void aet_act_forward(float *restrict y, long n, int kind, float slope) {
     switch (kind) {
     case 0: for (long i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f; break;
@@ -242,8 +230,7 @@ static inline float bf2f(uint16_t b) {
     return f;
 }
 
-/* Typed element access for arrays of AET_F32 (0) or AET_BF16 (1). */
-static inline float ldt(const void *p, int t, long i) { return t ? bf2f(((const uint16_t *)p)[i]) : ((const float *)p)[i]; }
+/* Typed element store for arrays of AET_F32 (0) or AET_BF16 (1). */
 static inline void stt(void *p, int t, long i, float v) {
     if (t) ((uint16_t *)p)[i] = f2bf(v);
     else ((float *)p)[i] = v;
@@ -251,10 +238,6 @@ static inline void stt(void *p, int t, long i, float v) {
 
 MV void aet_f32_to_bf16(const float *restrict src, uint16_t *restrict dst, long n) {
     for (long i = 0; i < n; i++) dst[i] = f2bf(src[i]);
-}
-
-MV void aet_bf16_to_f32(const uint16_t *restrict src, float *restrict dst, long n) {
-    for (long i = 0; i < n; i++) dst[i] = bf2f(src[i]);
 }
 
 /* f'(y) * d for activation `kind` from the output y. */

@@ -34,19 +34,14 @@ void aet_eval_sums(const float *z, float *y, const float *x, long n, double *sse
 int aet_all_finite(const float *a, long n);
 /* dst[i] = src[i] / 255, or with binarize round(src[i] / 255) in {0, 1}, for n bytes. */
 void aet_u8_to_float(const uint8_t *src, float *dst, long n, int binarize);
-/* db[j] += sum_r dz[r*cols + j]. */
-void aet_colsum_add(float *db, const float *dz, long rows, long cols);
-/* y[r*cols + j] = b[j] for all rows (bias broadcast before a beta=1 sgemm). */
-void aet_broadcast_rows(float *y, const float *b, long rows, long cols);
 /* In-place activation and its backward from the output y (kind: 0 relu, 1 leaky, 2 tanh, 3 sigmoid). */
 void aet_act_forward(float *y, long n, int kind, float slope);
 void aet_act_backward(const float *y, float *dy, long n, int kind, float slope);
 /* The same backward on arrays of `type` (y and dy alike), in place on dy. */
 void aet_act_backward_typed(const void *y, void *dy, long n, int kind, float slope, int type);
 
-/* bf16 <-> f32 conversion (round to nearest even; NaN stays NaN). */
+/* f32 -> bf16 (round to nearest even; NaN stays NaN). */
 void aet_f32_to_bf16(const float *src, uint16_t *dst, long n);
-void aet_bf16_to_f32(const uint16_t *src, float *dst, long n);
 
 /* A dense layer's backward element-wise pass over dy [rows, cols] (one pass): dz = dy * f'(y)
    (kind -1: dz = dy), db (+)= column sums of dz (overwritten unless accumulate). dz goes to dzb
