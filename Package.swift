@@ -18,18 +18,21 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
-        // System libraries (Debian: libopenblas-dev, zlib1g-dev, libopenmpi-dev, libssl-dev).
+        // System libraries (Debian: libdnnl-dev, libopenblas-dev, zlib1g-dev, libopenmpi-dev, libssl-dev).
+        // oneDNN does all the training compute; OpenBLAS is left with LAPACK (the PCA baseline).
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),  // Debian ships no .pc file
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
-        // Element-wise kernels, vectorised by clang (libmvec for expf/log1pf), dispatched per CPU.
-        .target(name: "CKernels",
+        // Element-wise kernels, vectorised by clang (libmvec for expf/log1pf), dispatched per CPU,
+        // and the oneDNN primitives of the layers (dnnl_ops.c).
+        .target(name: "CKernels", dependencies: ["CDNNL"],
                 cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-fveclib=libmvec"])],
-                linkerSettings: [.linkedLibrary("mvec"), .linkedLibrary("m")]),
+                linkerSettings: [.linkedLibrary("dnnl"), .linkedLibrary("mvec"), .linkedLibrary("m")]),
         .target(name: "AutoencoderCore",
-                dependencies: ["CBLAS", "CZlib", "CMPI", "COpenSSL", "CKernels",
+                dependencies: ["CBLAS", "CZlib", "CMPI", "COpenSSL", "CKernels", "CDNNL",
                                .product(name: "TOMLKit", package: "TOMLKit")],
                 swiftSettings: fast),
         .executableTarget(name: "aetrain",

@@ -4,10 +4,10 @@
 set -euo pipefail
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 [[ "${AETRAIN_SKIP_INSTALL:-0}" == 1 ]] && exit 0
-packages=(libopenmpi-dev openmpi-bin libopenblas-dev zlib1g-dev libssl-dev pkg-config dataset-fashion-mnist "$@")
+packages=(libopenmpi-dev openmpi-bin libdnnl-dev libopenblas-dev zlib1g-dev libssl-dev pkg-config dataset-fashion-mnist "$@")
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
     say "this system has no apt-get; install the equivalents of these Debian packages yourself:"
-    say "  Open MPI (libopenmpi-dev openmpi-bin), OpenBLAS (libopenblas-dev), zlib (zlib1g-dev),"
+    say "  Open MPI (libopenmpi-dev openmpi-bin), oneDNN 2.x (libdnnl-dev), OpenBLAS (libopenblas-dev), zlib (zlib1g-dev),"
     say "  OpenSSL libcrypto (libssl-dev), pkg-config, and Fashion-MNIST (dataset-fashion-mnist, or: aetrain fetch fashion-mnist)"
     say "then run again with AETRAIN_SKIP_INSTALL=1"
     exit 1

@@ -154,18 +154,6 @@ MV void aet_u8_to_float(const uint8_t *restrict src, float *restrict dst, long n
     }
 }
 
-MV void aet_colsum_add(float *restrict db, const float *restrict dz, long rows, long cols) {
-    for (long r = 0; r < rows; r++) {
-        const float *row = dz + r * cols;
-        for (long j = 0; j < cols; j++) db[j] += row[j];
-    }
-}
-
-MV void aet_broadcast_rows(float *restrict y, const float *restrict b, long rows, long cols) {
-    for (long r = 0; r < rows; r++)
-        for (long j = 0; j < cols; j++) y[r * cols + j] = b[j];
-}
-
 MV void aet_act_forward(float *restrict y, long n, int kind, float slope) {
     switch (kind) {
     case 0: for (long i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f; break;
@@ -221,4 +209,331 @@ MV void aet_noise(int kind, float a, const float *restrict x, float *restrict y,
         for (long i = 0; i < n; i++) y[i] = u01(key, (uint64_t)i) < a ? 0.0f : x[i];
         break;
     }
+}
+
+/* ---- bf16 ---- */
+
+#include <string.h>
+
+static inline uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; /* round to nearest even */
+    uint32_t q = (u >> 16) | 0x40u;                      /* NaN stays a (quiet) NaN */
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
+
+static inline float bf2f(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Typed element store for arrays of AET_F32 (0) or AET_BF16 (1). */
+static inline void stt(void *p, int t, long i, float v) {
+    if (t) ((uint16_t *)p)[i] = f2bf(v);
+    else ((float *)p)[i] = v;
+}
+
+MV void aet_f32_to_bf16(const float *restrict src, uint16_t *restrict dst, long n) {
+    for (long i = 0; i < n; i++) dst[i] = f2bf(src[i]);
+}
+
+/* f'(y) * d for activation `kind` from the output y. */
+#define ACT_GRAD(kind, yv, d)                                                                                  \
+    ((kind) == 0   ? ((yv) > 0.0f ? (d) : 0.0f)                                                                \
+     : (kind) == 1 ? ((yv) > 0.0f ? (d) : slope * (d))                                                         \
+     : (kind) == 2 ? (d) * (1.0f - (yv) * (yv))                                                                \
+     : (kind) == 3 ? (d) * (yv) * (1.0f - (yv))                                                                \
+                   : (d))
+
+MV void aet_act_backward_typed(const void *y, void *dy, long n, int kind, float slope, int type) {
+    if (kind < 0) return;
+    if (type == 0) { aet_act_backward((const float *)y, (float *)dy, n, kind, slope); return; }
+    const uint16_t *restrict yb = y;
+    uint16_t *restrict db = dy;
+#define BF_LOOP(K) for (long i = 0; i < n; i++) { float yv = bf2f(yb[i]), d = bf2f(db[i]); db[i] = f2bf(ACT_GRAD(K, yv, d)); }
+    switch (kind) {
+    case 0: BF_LOOP(0) break;
+    case 1: BF_LOOP(1) break;
+    case 2: BF_LOOP(2) break;
+    default: BF_LOOP(3) break;
+    }
+#undef BF_LOOP
+}
+
+MV void aet_dense_backward_prep(const float *y, float *restrict dy, uint16_t *restrict dzb, float *restrict db, long rows,
+                                long cols, int kind, float slope, int accumulate) {
+    if (!accumulate)
+        for (long j = 0; j < cols; j++) db[j] = 0.0f;
+#define PREP_LOOP(K)                                                                                           \
+    for (long r = 0; r < rows; r++) {                                                                          \
+        const float *restrict yr = y + r * cols;                                                               \
+        float *restrict dr = dy + r * cols;                                                                    \
+        if (dzb) {                                                                                             \
+            uint16_t *restrict br = dzb + r * cols;                                                            \
+            for (long j = 0; j < cols; j++) { float d = ACT_GRAD(K, yr[j], dr[j]); db[j] += d; br[j] = f2bf(d); } \
+        } else {                                                                                               \
+            for (long j = 0; j < cols; j++) { float d = ACT_GRAD(K, yr[j], dr[j]); db[j] += d; dr[j] = d; }    \
+        }                                                                                                      \
+    }
+    switch (kind) {
+    case 0: PREP_LOOP(0) break;
+    case 1: PREP_LOOP(1) break;
+    case 2: PREP_LOOP(2) break;
+    case 3: PREP_LOOP(3) break;
+    default: /* identity: y is not read (it may be dy itself) */
+        for (long r = 0; r < rows; r++) {
+            float *restrict dr = dy + r * cols;
+            if (dzb) {
+                uint16_t *restrict br = dzb + r * cols;
+                for (long j = 0; j < cols; j++) { db[j] += dr[j]; br[j] = f2bf(dr[j]); }
+            } else {
+                for (long j = 0; j < cols; j++) db[j] += dr[j];
+            }
+        }
+        break;
+    }
+#undef PREP_LOOP
+}
+
+/* ---- convolution lowering for few output channels ---- */
+
+MV void aet_conv_permute_weights(const float *restrict w, void *wp, int type, long oc, long ic, long kk) {
+    long q = kk * oc;
+    for (long o = 0; o < oc; o++)
+        for (long c = 0; c < ic; c++)
+            for (long t = 0; t < kk; t++) stt(wp, type, c * q + t * oc + o, w[(o * ic + c) * kk + t]);
+}
+
+
+/* The k*k taps of a stencil: offsets of pixel (i + ky - pad, j + kx - pad) from (i, j). Rows
+   [pad, h - pad) and columns [pad, w - pad) see every tap inside the image (no checks). */
+#define MAX_TAPS 64
+static int stencil(long k, long w, long *dy, long *dx, long *off) {
+    long pad = k / 2;
+    if (k * k > MAX_TAPS) return 0;
+    for (long ky = 0; ky < k; ky++)
+        for (long kx = 0; kx < k; kx++) {
+            long t = ky * k + kx;
+            dy[t] = ky - pad;
+            dx[t] = kx - pad;
+            off[t] = dy[t] * w + dx[t];
+        }
+    return 1;
+}
+
+/* Per sample: the sample's rows of t ([hw, q], pixel-major, as the matrix product writes them) are
+   transposed into `scratch` ([q, hw]), so that every tap is one contiguous shifted add over
+   image rows, which vectorises. */
+MV void aet_conv_shift_add(const float *restrict t, long n, long oc, long h, long w, long k, const float *restrict b, int act,
+                           void *y, int y_type, float *restrict scratch) {
+    long kk = k * k, q = kk * oc, hw = h * w;
+    long dy[MAX_TAPS], dx[MAX_TAPS], off[MAX_TAPS];
+    if (!stencil(k, w, dy, dx, off)) return; /* callers use k <= 7 */
+    float *restrict acc = scratch + q * hw;  /* [hw] */
+    for (long s = 0; s < n; s++) {
+        const float *restrict ts = t + s * hw * q;
+        for (long p = 0; p < hw; p++)
+#pragma clang loop vectorize(disable) /* a gather/scatter here is slower than scalar copies */
+            for (long c = 0; c < q; c++) scratch[c * hw + p] = ts[p * q + c];
+        for (long o = 0; o < oc; o++) {
+            for (long p = 0; p < hw; p++) acc[p] = b[o];
+            for (long tp = 0; tp < kk; tp++) {
+                const float *restrict row = scratch + (tp * oc + o) * hw;
+                long i0 = dy[tp] < 0 ? -dy[tp] : 0, i1 = dy[tp] > 0 ? h - dy[tp] : h;
+                long j0 = dx[tp] < 0 ? -dx[tp] : 0, j1 = dx[tp] > 0 ? w - dx[tp] : w;
+                for (long i = i0; i < i1; i++) {
+                    float *restrict a = acc + i * w;
+                    const float *restrict r = row + (i + dy[tp]) * w + dx[tp];
+                    for (long j = j0; j < j1; j++) a[j] += r[j];
+                }
+            }
+            long at = (s * oc + o) * hw;
+            aet_act_forward(acc, hw, act, AET_LEAKY_SLOPE); /* the switch outside the loops */
+            if (y_type) aet_f32_to_bf16(acc, (uint16_t *)y + at, hw);
+            else memcpy((float *)y + at, acc, (size_t)hw * sizeof(float));
+        }
+    }
+}
+
+/* Per sample: every tap's column is one shifted copy of dz's image rows into `scratch`
+   ([q, hw], contiguous, vectorised), then transposed into v's pixel-major rows. */
+MV void aet_conv_im2col_dz(const void *dz, int dz_type, long n, long oc, long h, long w, long k, void *v, int v_type,
+                           float *restrict db, int accumulate, float *restrict scratch) {
+    long kk = k * k, q = kk * oc, hw = h * w;
+    long dy[MAX_TAPS], dx[MAX_TAPS], off[MAX_TAPS];
+    if (!stencil(k, w, dy, dx, off)) return;
+    if (!accumulate)
+        for (long o = 0; o < oc; o++) db[o] = 0.0f;
+    float *restrict img = scratch + q * hw;  /* [oc, hw]: the sample's dz as f32 */
+    for (long s = 0; s < n; s++) {
+        long base = s * oc * hw;
+        if (dz_type) {
+            const uint16_t *restrict d = (const uint16_t *)dz + base;
+            for (long p = 0; p < oc * hw; p++) img[p] = bf2f(d[p]);
+        } else {
+            memcpy(img, (const float *)dz + base, (size_t)(oc * hw) * sizeof(float));
+        }
+        for (long o = 0; o < oc; o++) {
+            float sum = 0.0f;
+            for (long p = 0; p < hw; p++) sum += img[o * hw + p];
+            db[o] += sum;
+        }
+        /* scratch[tap*oc + o][i, j] = img[o][i - dy, j - dx] (0 outside) */
+        for (long tp = 0; tp < kk; tp++)
+            for (long o = 0; o < oc; o++) {
+                float *restrict col = scratch + (tp * oc + o) * hw;
+                const float *restrict src = img + o * hw;
+                for (long i = 0; i < h; i++) {
+                    float *restrict c = col + i * w;
+                    long ii = i - dy[tp];
+                    if (ii < 0 || ii >= h) {
+                        for (long j = 0; j < w; j++) c[j] = 0.0f;
+                        continue;
+                    }
+                    long j0 = dx[tp] > 0 ? dx[tp] : 0, j1 = dx[tp] < 0 ? w + dx[tp] : w;
+                    for (long j = 0; j < j0; j++) c[j] = 0.0f;
+                    const float *restrict r = src + ii * w - dx[tp];
+                    for (long j = j0; j < j1; j++) c[j] = r[j];
+                    for (long j = j1; j < w; j++) c[j] = 0.0f;
+                }
+            }
+        if (v_type) {
+            uint16_t *restrict vs = (uint16_t *)v + s * hw * q;
+            for (long p = 0; p < hw; p++)
+#pragma clang loop vectorize(disable)
+                for (long c = 0; c < q; c++) vs[p * q + c] = f2bf(scratch[c * hw + p]);
+        } else {
+            float *restrict vs = (float *)v + s * hw * q;
+            for (long p = 0; p < hw; p++)
+#pragma clang loop vectorize(disable)
+                for (long c = 0; c < q; c++) vs[p * q + c] = scratch[c * hw + p];
+        }
+    }
+}
+
+MV void aet_conv_unpermute_grad(const float *restrict dwt, float *restrict dw, long oc, long ic, long kk, int accumulate) {
+    for (long o = 0; o < oc; o++)
+        for (long c = 0; c < ic; c++)
+            for (long t = 0; t < kk; t++) {
+                float g = dwt[(t * oc + o) * ic + c];
+                long at = (o * ic + c) * kk + t;
+                dw[at] = accumulate ? dw[at] + g : g;
+            }
+}
+
+/* ---- LSTM ---- */
+
+static inline float tanh_s(float v) { return 2.0f * sigm(2.0f * v) - 1.0f; }
+
+static void store_row(void *dst, long at, int type, const float *restrict v, long n) {
+    if (type) {
+        uint16_t *restrict d = (uint16_t *)dst + at;
+        for (long j = 0; j < n; j++) d[j] = f2bf(v[j]);
+    } else {
+        memcpy((float *)dst + at, v, (size_t)n * sizeof(float));
+    }
+}
+
+MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add, long adds, int zinit, const float *restrict cprev,
+                          float *restrict c, float *restrict tc, long cs, void *h1, long h1s, int h1t, void *h2, long h2s, int h2t,
+                          long n, long H) {
+    long G = 4 * H;
+    float hv[H];
+    for (long s = 0; s < n; s++) {
+        float *restrict zr = z + s * zs;
+        if (add) {
+            const float *restrict ar = add + s * adds;
+            if (zinit) for (long j = 0; j < G; j++) zr[j] += ar[j];
+            else for (long j = 0; j < G; j++) zr[j] = ar[j];
+        }
+        /* i, f, o: sigmoid; g: tanh = 2σ(2v) − 1 (one vectorised exp) */
+        for (long j = 0; j < 2 * H; j++) zr[j] = sigm(zr[j]);
+        for (long j = 2 * H; j < 3 * H; j++) zr[j] = tanh_s(zr[j]);
+        for (long j = 3 * H; j < G; j++) zr[j] = sigm(zr[j]);
+        float *restrict cr = c + s * cs, *restrict tr = tc + s * cs;
+        const float *restrict ig = zr, *restrict fg = zr + H, *restrict gg = zr + 2 * H, *restrict og = zr + 3 * H;
+        if (cprev) {
+            const float *restrict cp = cprev + s * cs;
+            for (long j = 0; j < H; j++) cr[j] = fg[j] * cp[j] + ig[j] * gg[j];
+        } else {
+            for (long j = 0; j < H; j++) cr[j] = ig[j] * gg[j];
+        }
+        for (long j = 0; j < H; j++) { tr[j] = tanh_s(cr[j]); hv[j] = og[j] * tr[j]; }
+        store_row(h1, s * h1s, h1t, hv, H);
+        if (h2) store_row(h2, s * h2s, h2t, hv, H);
+    }
+}
+
+MV void aet_lstm_bwd_step(const float *restrict z, long zs, const float *restrict cprev, const float *restrict tc, long cs,
+                          const float *restrict dh1, long dh1s, const float *restrict dh2, long dh2s, float *restrict dc, void *dz,
+                          long dzs, int dzt, float *restrict db, long n, long H) {
+    long G = 4 * H;
+    float g[G], dr[H];
+    for (long s = 0; s < n; s++) {
+        const float *restrict zr = z + s * zs, *restrict tr = tc + s * cs;
+        const float *restrict ig = zr, *restrict fg = zr + H, *restrict gg = zr + 2 * H, *restrict og = zr + 3 * H;
+        float *restrict dcr = dc + s * H;
+        /* dL/dh_t: from outside (dh1) plus from step t+1 (dh2) */
+        if (dh1 && dh2) for (long j = 0; j < H; j++) dr[j] = dh1[s * dh1s + j] + dh2[s * dh2s + j];
+        else if (dh1) for (long j = 0; j < H; j++) dr[j] = dh1[s * dh1s + j];
+        else if (dh2) for (long j = 0; j < H; j++) dr[j] = dh2[s * dh2s + j];
+        else for (long j = 0; j < H; j++) dr[j] = 0.0f;
+        for (long j = 0; j < H; j++) {
+            float t = tr[j], d = dr[j], o = og[j], i = ig[j], f = fg[j], gv = gg[j];
+            float dcj = dcr[j] + d * o * (1.0f - t * t);
+            g[j] = dcj * gv * i * (1.0f - i);
+            g[2 * H + j] = dcj * i * (1.0f - gv * gv);
+            g[3 * H + j] = d * t * o * (1.0f - o);
+            g[H + j] = dcj * f * (1.0f - f); /* times c_{t-1} below */
+            dcr[j] = dcj * f;
+        }
+        if (cprev) {
+            const float *restrict cp = cprev + s * cs;
+            for (long j = 0; j < H; j++) g[H + j] *= cp[j];
+        } else {
+            for (long j = 0; j < H; j++) g[H + j] = 0.0f;
+        }
+        for (long j = 0; j < G; j++) db[j] += g[j];
+        store_row(dz, s * dzs, dzt, g, G);
+    }
+}
+
+MV void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, long sample_stride, long step_stride, void *s, int st) {
+    float acc[G];
+    for (long r = 0; r < n; r++) {
+        for (long j = 0; j < G; j++) acc[j] = 0.0f;
+        for (long t = 0; t < T; t++) {
+            long base = r * sample_stride + t * step_stride;
+            if (dzt) {
+                const uint16_t *restrict p = (const uint16_t *)dz + base;
+                for (long j = 0; j < G; j++) acc[j] += bf2f(p[j]);
+            } else {
+                const float *restrict p = (const float *)dz + base;
+                for (long j = 0; j < G; j++) acc[j] += p[j];
+            }
+        }
+        store_row(s, r * G, st, acc, G);
+    }
+}
+
+MV void aet_steps_to_time_major(const float *restrict x, long n, long T, long F, void *out, int type) {
+    for (long s = 0; s < n; s++)
+        for (long t = 0; t < T; t++) {
+            const float *restrict src = x + (s * T + t) * F;
+            long at = (t * n + s) * F;
+            if (type) {
+                uint16_t *restrict d = (uint16_t *)out + at;
+                for (long f = 0; f < F; f++) d[f] = f2bf(src[f]);
+            } else {
+                memcpy((float *)out + at, src, (size_t)F * sizeof(float));
+            }
+        }
+}
+
+MV void aet_steps_to_sample_major(const float *restrict in, long n, long T, long F, float *restrict x) {
+    for (long s = 0; s < n; s++)
+        for (long t = 0; t < T; t++) memcpy(x + (s * T + t) * F, in + (t * n + s) * F, (size_t)F * sizeof(float));
 }

@@ -52,6 +52,7 @@ extension OnCheckpointError: ExpressibleByArgument {}
 extension GradientSync: ExpressibleByArgument {}
 extension Split: ExpressibleByArgument {}
 extension MonitorKey: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// Options shared by train and anomaly.
 struct TrainOptions: ParsableArguments {
@@ -112,6 +113,8 @@ struct TrainOptions: ParsableArguments {
     var earlyStop: String?
     @Option(parsing: .unconditional, help: "Hold out the last fraction F of the training set as a validation split (not trained on; evaluated each epoch), e.g. 0.1.")
     var valSplit: Double?
+    @Option(help: "Arithmetic of matrix products and convolutions: f32, or bf16 (bf16 inputs, f32 accumulation; weights, optimizer, gradient exchange and checkpoints stay f32).")
+    var precision: Precision = .f32
 
     /// Checks needed before the communicator starts (its watchdog takes --collective-timeout).
     func preflight() throws {
@@ -195,6 +198,7 @@ struct TrainOptions: ParsableArguments {
         c.reportEveryEpoch = reportEveryEpoch
         c.selection = try ModelSelection.resolve(keepBest: keepBest, monitor: monitor, earlyStop: earlyStop, valSplit: valSplit)
         c.normalClass = normalClass
+        c.precision = precision == .f32 ? nil : precision
         try c.validateValues()
         if training { try clampBatchToTrainingSet(&c) }
         return c

@@ -184,22 +184,33 @@ struct Denoise: ParsableCommand {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure one-thread cblas_sgemm GFLOP/s (the reference of Launch/bench.sh); prints JSON.")
-    @Option(help: "BLAS threads.") var threads: Int = 1
+        abstract: "Measure the core's matrix-product peak: oneDNN matmul GFLOP/s in f32 and bf16 at 512³ and at mlp3's shapes, and OpenBLAS sgemm (the reference of Launch/bench.sh); prints JSON.")
+    @Option(help: "Compute threads (oneDNN's OpenMP threads and OpenBLAS's).") var threads: Int = 1
 
     func run() throws {
         guard (1...1024).contains(threads) else { throw AETError.usage("--threads \(threads): must be in 1...1024") }
         SgemmBench.setThreads(threads)
-        // Square, and the two shapes that dominate an mlp3 step at batch 128.
-        let shapes = [(512, 512, 512), (128, 784, 128), (128, 128, 784)]
-        var out: [String: Any] = ["threads": threads]
-        var best = 0.0
-        for (m, n, k) in shapes {
+        // Square, and the products of an mlp3 step at batch 128: forward (x·Wᵀ), weight gradient
+        // (dzᵀ·x) and input gradient (dz·W) of the 784-128 layers.
+        let shapes: [(Int, Int, Int, SgemmBench.Form)] = [(512, 512, 512, .nn), (128, 128, 784, .nt), (128, 784, 128, .tn), (128, 784, 128, .nn)]
+        var out: [String: Any] = ["threads": threads, "onednn_version": DNNL.version, "isa": DNNL.isa]
+        for p in Precision.allCases where p == .f32 || DNNL.bf16Supported {
+            var best = 0.0
+            for (m, n, k, form) in shapes {
+                let r = SgemmBench.matmul(m: m, n: n, k: k, form: form, precision: p)
+                out["matmul_\(p)_\(m)x\(n)x\(k)_\(form)_gflops"] = r.gflops
+                if m == 512 { out["matmul_\(p)_implementation"] = r.implementation }
+                best = max(best, r.gflops)
+            }
+            out["peak_\(p)_gflops"] = best
+        }
+        var sgemm = 0.0
+        for (m, n, k) in [(512, 512, 512), (128, 784, 128), (128, 128, 784)] {
             let g = SgemmBench.gflops(m: m, n: n, k: k)
             out["sgemm_\(m)x\(n)x\(k)_gflops"] = g
-            best = max(best, g)
+            sgemm = max(sgemm, g)
         }
-        out["sgemm_gflops"] = best
+        out["sgemm_gflops"] = sgemm
         print(JSON.encode(out))
     }
 }

@@ -1,4 +1,3 @@
-import CBLAS
 import CKernels
 import Foundation
 
@@ -11,19 +10,24 @@ import Foundation
 ///
 /// Parameters, in the flat buffer in this order: W_ih [4H, I], W_hh [4H, H], b_ih [4H], b_hh [4H].
 ///
-/// Shared by `LSTMEncoder` and `LSTMDecoder`, which fill the input projections (x_t W_ihᵀ + b) for
-/// every step, run `recur`, and after filling dL/dh run `backRecur`.
+/// Shared by `LSTMEncoder` and `LSTMDecoder`, which fill the input projections, run `recur`, and
+/// backwards run `backRecur`.
 ///
-/// Workspace layout: sample-major, [n, T, ·] for the current batch n (so a whole batch is one
-/// contiguous [n*T, ·] matrix, and step t of every sample is a strided [n, ·] view with leading
-/// dimension T*·). That turns the input-side products (x W_ihᵀ, dW_ih, dx, and the decoder's
-/// projection) into one GEMM per pass over all steps; only the recurrent products are per step.
-/// Stored per step and sample: the activated gates (4H), c_t, tanh(c_t) and h_t (H each), i.e.
-/// maxBatch·T·7H floats, plus dL/dz (4H) and dL/dh (H) for backward.
+/// Workspace layout: time-major, [T, n, ·] for the current batch n, so that step t of every
+/// sample is one dense [n, ·] block: the per-step recurrent products (h_{t-1} W_hhᵀ forward,
+/// dz_t W_hh backward) are oneDNN brgemm matmuls on contiguous matrices, and the whole sequence is
+/// one [T*n, ·] matrix for the products over all steps (dW_hh = DZᵀ·HPREV, where `hprev` holds
+/// h_{t-1} at step t and zeros at t = 0). The gate arithmetic of a step is one vectorised C pass
+/// over all n samples (kernels.c). With bf16 precision the matmuls read bf16 copies of the
+/// weights, of h and of dz; gates, cell states and dL/dh stay f32.
 final class LSTMRecurrence {
     let steps: Int
     let inputSize: Int
     let hidden: Int
+    var precision: Precision = .f32
+    /// The recurrent product adds onto the gates already holding the input projection (encoder),
+    /// or writes them while the gate pass adds the projection (decoder: it is the same every step).
+    let recurrentAccumulates: Bool
 
     var wih: UnsafeMutablePointer<Float>!
     var whh: UnsafeMutablePointer<Float>!
@@ -37,30 +41,45 @@ final class LSTMRecurrence {
     private(set) var reservedBatch = -1
     /// The batch of the last forward, whose stored activations backward uses.
     private(set) var forwardBatch = -1
-    /// [n, T, 4H]: pre-activations on entry to `recur`, activated gates i, f, g, o after.
+    /// [T, n, 4H] f32: pre-activations on entry to `recur`, activated gates i, f, g, o after.
     private(set) var gates: UnsafeMutablePointer<Float>!
-    /// [n, T, H] each: c_t, tanh(c_t), h_t.
+    /// [T, n, H] f32 each: c_t, tanh(c_t).
     private(set) var cells: UnsafeMutablePointer<Float>!
     private(set) var tanhCells: UnsafeMutablePointer<Float>!
-    private(set) var hiddens: UnsafeMutablePointer<Float>!
-    /// [n, T, 4H]: dL/dz_t, written by `backRecur`.
-    private(set) var dgates: UnsafeMutablePointer<Float>!
-    /// [n, T, H]: dL/dh_t from outside the recurrence, filled by the caller before `backRecur`
-    /// (which adds the recurrent part in place).
-    private(set) var dhiddens: UnsafeMutablePointer<Float>!
+    /// [T, n, H] in the compute type: h_{t-1} at step t (zero at t = 0).
+    private(set) var hprev: UnsafeMutableRawPointer!
+    /// [T, n, 4H] in the compute type: dL/dz_t, written by `backRecur`.
+    private(set) var dgates: UnsafeMutableRawPointer!
     /// [4H]: b_ih + b_hh.
     private(set) var biasSum: UnsafeMutablePointer<Float>!
-    /// [maxBatch, H]: dL/dc carried backwards through time.
+    /// [maxBatch, H] f32: dL/dh_{t-1} through the recurrence (dz_t W_hh), and dL/dc carried back.
+    private var drec: UnsafeMutablePointer<Float>!
     private var dcell: UnsafeMutablePointer<Float>!
-    /// [H] zeros: c_{-1}.
-    private var zeros: UnsafeMutablePointer<Float>!
+    /// [4H]: Σ dz over samples and steps (db_ih = db_hh).
+    private var dbias: UnsafeMutablePointer<Float>!
+    /// bf16: W_ih and W_hh rounded, refreshed by `prepareWeights` at each forward.
+    private var wihLow: BF16Buffer?
+    private var whhLow: BF16Buffer?
     private var buffers: [FloatBuffer] = []
 
-    init(steps: Int, input: Int, hidden: Int) {
+    private final class Ops {
+        let rec: MatMul
+        let recBack: MatMul
+        let whhGrad: MatMul
+        init(rec: MatMul, recBack: MatMul, whhGrad: MatMul) {
+            self.rec = rec
+            self.recBack = recBack
+            self.whhGrad = whhGrad
+        }
+    }
+    private var cache = PrimitiveCache<Ops>()
+
+    init(steps: Int, input: Int, hidden: Int, recurrentAccumulates: Bool) {
         precondition(steps > 0 && input > 0 && hidden > 0, "LSTM: steps, input and hidden must be positive")
         self.steps = steps
         inputSize = input
         self.hidden = hidden
+        self.recurrentAccumulates = recurrentAccumulates
     }
 
     var parameterShapes: [(name: String, shape: [Int])] {
@@ -69,6 +88,8 @@ final class LSTMRecurrence {
     }
     var parameterCount: Int { 4 * hidden * (inputSize + hidden + 2) }
     var torchModule: String { "nn.LSTM(\(inputSize), \(hidden), batch_first=True)" }
+    /// Bytes per element of the compute type.
+    var elementSize: Int { precision == .bf16 ? 2 : 4 }
 
     func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>) {
         let g4 = 4 * hidden
@@ -111,120 +132,111 @@ final class LSTMRecurrence {
             return b.pointer
         }
         buffers = []
+        cache.removeAll()
         gates = make(rows * 4 * h)
         cells = make(rows * h)
         tanhCells = make(rows * h)
-        hiddens = make(rows * h)
-        dgates = make(rows * 4 * h)
-        dhiddens = make(rows * h)
+        hprev = UnsafeMutableRawPointer(make(rows * h))  // room for f32; bf16 uses half
+        dgates = UnsafeMutableRawPointer(make(rows * 4 * h))
         biasSum = make(4 * h)
+        drec = make(maxBatch * h)
         dcell = make(maxBatch * h)
-        zeros = make(h)
+        dbias = make(4 * h)
+        if precision == .bf16 {
+            wihLow = BF16Buffer(4 * h * inputSize)
+            whhLow = BF16Buffer(4 * h * h)
+        } else {
+            wihLow = nil
+            whhLow = nil
+        }
         reservedBatch = maxBatch
         forwardBatch = -1
     }
 
-    /// biasSum = b_ih + b_hh.
-    func sumBiases() {
+    /// b_ih + b_hh, and W_ih and W_hh as the products read them (bf16: rounded copies, refreshed now).
+    func prepareWeights() {
         for j in 0..<(4 * hidden) { biasSum[j] = bih[j] + bhh[j] }
+        if let wl = wihLow, let hl = whhLow {
+            aet_f32_to_bf16(wih, wl.pointer, wl.count)
+            aet_f32_to_bf16(whh, hl.pointer, hl.count)
+        }
+    }
+    var wihOperand: UnsafeRawPointer { wihLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(wih!) }
+    var whhOperand: UnsafeRawPointer { whhLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(whh!) }
+
+    private func ops(_ n: Int) -> Ops {
+        let T = steps, H = hidden, G = 4 * H, t = precision
+        return cache.get(n) {
+            Ops(rec: MatMul(m: n, n: G, k: H, a: .rows(H, t), b: .transposed(H, t), c: .rows(G, .f32),
+                            accumulate: recurrentAccumulates, what: "\(torchModule) recurrent product"),
+                recBack: MatMul(m: n, n: H, k: G, a: .rows(G, t), b: .rows(H, t), c: .rows(H, .f32),
+                                what: "\(torchModule) recurrent gradient"),
+                whhGrad: MatMul(m: G, n: H, k: n * T, a: .transposed(G, t), b: .rows(H, t), c: .rows(H, .f32), accumulate: true,
+                                what: "\(torchModule) W_hh gradient"))
+        }
     }
 
-    /// On entry `gates` holds x_t W_ihᵀ + b_ih + b_hh for every sample and step; runs the
-    /// recurrence, leaving the activated gates, c, tanh(c) and h for every step.
-    func recur(batch n: Int) {
+    /// Runs the recurrence over `gates` (time-major, holding the input projections; or nothing
+    /// when `add` gives each sample's projection, the same at every step, rows of stride 4H).
+    /// h_t goes to `hidden` (sample-major [n, T, H] in the compute type) when given, and h_{T-1} to
+    /// `last` ([n, H] f32) when given.
+    func recur(batch n: Int, add: UnsafePointer<Float>?, hidden hid: UnsafeMutableRawPointer?, last: UnsafeMutablePointer<Float>?) {
         precondition(n <= reservedBatch, "LSTM.forward: batch \(n) exceeds reserve(maxBatch: \(reservedBatch))")
         forwardBatch = n
-        let T = steps, H = hidden, G = 4 * H
+        let T = steps, H = hidden, G = 4 * H, e = elementSize, type = precision.code
+        let ops = self.ops(n)
+        let whhX = whhOperand
+        hprev.initializeMemory(as: UInt8.self, repeating: 0, count: n * H * e)  // h_{-1} = 0 (zero bits in f32 and bf16)
         for t in 0..<T {
+            let z = gates + t * n * G
             if t > 0 {
-                // z_t[n, 4H] += h_{t-1}[n, H] · W_hhᵀ (strided views of [n, T, ·])
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(G), Int32(H),
-                            1, hiddens + (t - 1) * H, Int32(T * H), whh, Int32(H), 1, gates + t * G, Int32(T * G))
+                // z_t[n, 4H] (+)= h_{t-1}[n, H] · W_hhᵀ
+                ops.rec.run(hprev + t * n * H * e, whhX, z)
             }
-            for s in 0..<n {
-                let r = s * T + t
-                let z = gates + r * G
-                let i = z, f = z + H, g = z + 2 * H, o = z + 3 * H
-                let cPrev = t > 0 ? UnsafePointer(cells + (r - 1) * H) : UnsafePointer(zeros!)
-                let c = cells + r * H, tc = tanhCells + r * H, h = hiddens + r * H
-                // tanh(v) = 2σ(2v) - 1, so one vectorised sigmoid call covers all four gates
-                // (scalar tanhf measured about a quarter of the whole step).
-                for j in 0..<H { g[j] *= 2 }
-                Activation.sigmoid.apply(z, G)
-                for j in 0..<H {
-                    let gj = 2 * g[j] - 1
-                    g[j] = gj
-                    let cj = f[j] * cPrev[j] + i[j] * gj
-                    c[j] = cj
-                    tc[j] = 2 * cj
-                }
-                Activation.sigmoid.apply(tc, H)
-                for j in 0..<H {
-                    let tcj = 2 * tc[j] - 1
-                    tc[j] = tcj
-                    h[j] = o[j] * tcj
-                }
+            // h_t to hprev[t+1] (dense) and to hidden[:, t] (strided) or, at the end, to last.
+            var d1: UnsafeMutableRawPointer? = nil, d1s = H, d1t = type
+            var d2: UnsafeMutableRawPointer? = nil, d2s = 0, d2t = type
+            if t + 1 < T { d1 = hprev + (t + 1) * n * H * e }
+            if let hid {
+                d2 = hid + t * H * e; d2s = T * H
+            } else if t == T - 1, let last {
+                d2 = UnsafeMutableRawPointer(last); d2s = H; d2t = Int32(AET_F32)
             }
+            if d1 == nil { d1 = d2; d1s = d2s; d1t = d2t; d2 = nil }
+            guard let h1 = d1 else { preconditionFailure("LSTM: step \(t) has nowhere to write h") }
+            aet_lstm_fwd_step(z, G, add, G, add == nil || t > 0 ? 1 : 0, t > 0 ? cells + (t - 1) * n * H : nil,
+                              cells + t * n * H, tanhCells + t * n * H, H, h1, d1s, d1t, d2, d2s, d2t, n, H)
         }
     }
 
-    /// On entry `dhiddens` holds dL/dh_t from outside the recurrence for every sample and step.
-    /// Backpropagates through time: writes dL/dz_t into `dgates` and adds dL/dW_hh, dL/db_ih and
-    /// dL/db_hh into the gradients. The caller adds dL/dW_ih and computes dL/dx from `dgates`.
-    func backRecur(batch n: Int) {
+    /// Backpropagates through time. dL/dh_t from outside the recurrence comes from `last` ([n, H],
+    /// the final step only: the encoder) or `everyStep` (sample-major [n, T, H]: the decoder).
+    /// Writes dL/dz_t into `dgates` and adds dL/dW_hh, dL/db_ih and dL/db_hh into the gradients.
+    /// The caller adds dL/dW_ih and computes dL/dx from `dgates`.
+    func backRecur(batch n: Int, last: UnsafePointer<Float>?, everyStep: UnsafePointer<Float>?) {
         precondition(n == forwardBatch, "LSTM.backward: batch \(n) differs from the last forward's \(forwardBatch)")
-        let T = steps, H = hidden, G = 4 * H
+        let T = steps, H = hidden, G = 4 * H, e = elementSize, type = precision.code
+        let ops = self.ops(n)
+        let whhX = whhOperand
         dcell.update(repeating: 0, count: n * H)
+        dbias.update(repeating: 0, count: G)
         for t in stride(from: T - 1, through: 0, by: -1) {
-            for s in 0..<n {
-                let r = s * T + t
-                let z = gates + r * G
-                let i = z, f = z + H, g = z + 2 * H, o = z + 3 * H
-                let cPrev = t > 0 ? UnsafePointer(cells + (r - 1) * H) : UnsafePointer(zeros!)
-                let tc = tanhCells + r * H, dh = dhiddens + r * H, dc = dcell + s * H
-                let dz = dgates + r * G
-                // Eight lanes at a time (Swift does not vectorise the scalar loop: the pointers
-                // may alias), then the scalar tail.
-                var j = 0
-                while j + 8 <= H {
-                    func ld(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-                        UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self)
-                    }
-                    func st(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-                        UnsafeMutableRawPointer(p + j).storeBytes(of: v, as: SIMD8<Float>.self)
-                    }
-                    let ij = ld(i), fj = ld(f), gj = ld(g), oj = ld(o), tcj = ld(tc), dhj = ld(dh)
-                    let dcj = ld(dc) + dhj * oj * (1 - tcj * tcj)
-                    st(dcj * gj * ij * (1 - ij), dz)
-                    st(dcj * ld(cPrev) * fj * (1 - fj), dz + H)
-                    st(dcj * ij * (1 - gj * gj), dz + 2 * H)
-                    st(dhj * tcj * oj * (1 - oj), dz + 3 * H)
-                    st(dcj * fj, dc)
-                    j += 8
-                }
-                while j < H {
-                    let ij = i[j], fj = f[j], gj = g[j], oj = o[j], tcj = tc[j], dhj = dh[j]
-                    let dcj = dc[j] + dhj * oj * (1 - tcj * tcj)
-                    dz[j] = dcj * gj * ij * (1 - ij)
-                    dz[H + j] = dcj * cPrev[j] * fj * (1 - fj)
-                    dz[2 * H + j] = dcj * ij * (1 - gj * gj)
-                    dz[3 * H + j] = dhj * tcj * oj * (1 - oj)
-                    dc[j] = dcj * fj
-                    j += 1
-                }
-            }
+            var outside: UnsafePointer<Float>? = nil, os = H
+            if let everyStep { outside = everyStep + t * H; os = T * H } else if t == T - 1 { outside = last }
+            let dz = dgates + t * n * G * e
+            aet_lstm_bwd_step(gates + t * n * G, G, t > 0 ? cells + (t - 1) * n * H : nil, tanhCells + t * n * H, H,
+                              outside, os, t < T - 1 ? UnsafePointer(drec) : nil, H, dcell, dz, G, type, dbias, n, H)
             if t > 0 {
-                // dh_{t-1}[n, H] += dz_t[n, 4H] · W_hh[4H, H]
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(H), Int32(G),
-                            1, dgates + t * G, Int32(T * G), whh, Int32(H), 1, dhiddens + (t - 1) * H, Int32(T * H))
-                // dW_hh[4H, H] += dz_tᵀ · h_{t-1}  (h_{-1} = 0: nothing for t = 0)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(H), Int32(n),
-                            1, dgates + t * G, Int32(T * G), hiddens + (t - 1) * H, Int32(T * H), 1, dwhh, Int32(H))
+                // dh_{t-1}[n, H] = dz_t[n, 4H] · W_hh[4H, H] (the recurrent part)
+                ops.recBack.run(dz, whhX, drec)
             }
         }
-        // db_ih, db_hh += column sums of dz over all samples and steps.
-        aet_colsum_add(dbih, dgates, n * T, G)
-        aet_colsum_add(dbhh, dgates, n * T, G)
+        // dW_hh[4H, H] += Σ_t dz_tᵀ · h_{t-1} = DZᵀ · HPREV over all T·n rows (h_{-1} = 0).
+        ops.whhGrad.run(dgates, hprev, dwhh)
+        for j in 0..<G {
+            dbih[j] += dbias[j]
+            dbhh[j] += dbias[j]
+        }
     }
 }
 
@@ -236,9 +248,10 @@ final class LSTMRecurrence {
 /// gates in PyTorch order i, f, g, o. Init `.torch`: all U(±1/sqrt(H)); `.glorot`: weights
 /// glorot-uniform (fan_out 4H), biases 0.
 ///
-/// Forward: Z[n*T, 4H] = X[n*T, F] · W_ihᵀ + b (one GEMM over all steps, X being the input as
-/// is), then per step Z_t += h_{t-1} W_hhᵀ and the gate math. Backward: BPTT with per-step
-/// GEMMs for the recurrent terms, then dW_ih += dZᵀ X and dX = dZ · W_ih as one GEMM each.
+/// Forward: X is copied time-major (and rounded, in bf16), Z[T*n, 4H] = X · W_ihᵀ + b (one matmul
+/// over all steps), then per step Z_t += h_{t-1} W_hhᵀ and the gate pass. Backward: BPTT with one
+/// matmul per step for the recurrent term, then dW_ih += dZᵀ X and dX = dZ · W_ih as one matmul
+/// each (dX copied back sample-major).
 public final class LSTMEncoder: Layer {
     public let steps: Int
     public let features: Int
@@ -246,6 +259,25 @@ public final class LSTMEncoder: Layer {
     public let inputSize: Int
     public let outputSize: Int
     let core: LSTMRecurrence
+    public var precision: Precision {
+        get { core.precision }
+        set { core.precision = newValue }
+    }
+    /// [T, n, F] in the compute type: the input, time-major (kept for dW_ih).
+    private var xSteps: FloatBuffer?
+    /// [T, n, F] f32: dL/dx time-major.
+    private var dxSteps: FloatBuffer?
+
+    private final class Ops {
+        let input: MatMul
+        let wihGrad: MatMul
+        var inputGrad: MatMul?
+        init(input: MatMul, wihGrad: MatMul) {
+            self.input = input
+            self.wihGrad = wihGrad
+        }
+    }
+    private var cache = PrimitiveCache<Ops>()
 
     public init(steps: Int, features: Int, hidden: Int) {
         self.steps = steps
@@ -253,7 +285,7 @@ public final class LSTMEncoder: Layer {
         self.hidden = hidden
         inputSize = steps * features
         outputSize = hidden
-        core = LSTMRecurrence(steps: steps, input: features, hidden: hidden)
+        core = LSTMRecurrence(steps: steps, input: features, hidden: hidden, recurrentAccumulates: true)
     }
 
     public var parameterShapes: [(name: String, shape: [Int])] { core.parameterShapes }
@@ -271,40 +303,53 @@ public final class LSTMEncoder: Layer {
         core.initialize(scheme, rng: &rng)
     }
 
-    public func reserve(maxBatch: Int) { core.reserve(maxBatch: maxBatch) }
+    public func reserve(maxBatch: Int) {
+        core.reserve(maxBatch: maxBatch)
+        cache.removeAll()
+        xSteps = FloatBuffer(maxBatch * inputSize)
+        dxSteps = FloatBuffer(maxBatch * inputSize)
+    }
+
+    private func ops(_ n: Int) -> Ops {
+        let T = steps, F = features, G = 4 * hidden, t = precision, core = core
+        return cache.get(n) {
+            let name = core.torchModule
+            return Ops(input: MatMul(m: n * T, n: G, k: F, a: .rows(F, t), b: .transposed(F, t), c: .rows(G, .f32), bias: true,
+                              what: "\(name) input projection"),
+                wihGrad: MatMul(m: G, n: F, k: n * T, a: .transposed(G, t), b: .rows(F, t), c: .rows(F, .f32), accumulate: true,
+                                what: "\(name) W_ih gradient"))
+        }
+    }
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch n: Int) {
         guard n > 0 else { return }
         precondition(n <= core.reservedBatch, "LSTMEncoder.forward: batch \(n) exceeds reserve(maxBatch: \(core.reservedBatch))")
-        let T = steps, F = features, H = hidden, G = 4 * H
-        let z = core.gates!
-        // Z[n*T, 4H] = b_ih + b_hh; Z += X[n*T, F] · W_ihᵀ
-        core.sumBiases()
-        aet_broadcast_rows(z, core.biasSum, n * T, G)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n * T), Int32(G), Int32(F),
-                    1, x, Int32(F), core.wih, Int32(F), 1, z, Int32(G))
-        core.recur(batch: n)
-        let hs = core.hiddens!
-        for s in 0..<n { (y + s * H).update(from: hs + (s * T + T - 1) * H, count: H) }
+        let ops = self.ops(n)
+        core.prepareWeights()
+        // X time-major [T, n, F]; Z[T*n, 4H] = X · W_ihᵀ + (b_ih + b_hh)
+        let xs = UnsafeMutableRawPointer(xSteps!.pointer)
+        aet_steps_to_time_major(x, n, steps, features, xs, precision.code)
+        ops.input.run(xs, core.wihOperand, core.gates, bias: core.biasSum)
+        core.recur(batch: n, add: nil, hidden: nil, last: y)
     }
 
     public func backward(x: UnsafePointer<Float>, y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>,
                          dx: UnsafeMutablePointer<Float>?, batch n: Int) {
         guard n > 0 else { return }
-        let T = steps, F = features, H = hidden, G = 4 * H
+        let T = steps, F = features, G = 4 * hidden, t = precision
+        let ops = self.ops(n)
         // dL/dh_t from outside: dy at the last step, nothing before.
-        let dh = core.dhiddens!
-        dh.update(repeating: 0, count: n * T * H)
-        for s in 0..<n { (dh + (s * T + T - 1) * H).update(from: dy + s * H, count: H) }
-        core.backRecur(batch: n)
-        let dz = core.dgates!
-        // dW_ih[4H, F] += dZ[n*T, 4H]ᵀ · X[n*T, F]
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(F), Int32(n * T),
-                    1, dz, Int32(G), x, Int32(F), 1, core.dwih, Int32(F))
-        // dX[n*T, F] = dZ · W_ih
+        core.backRecur(batch: n, last: dy, everyStep: nil)
+        // dW_ih[4H, F] += dZ[T*n, 4H]ᵀ · X[T*n, F]
+        ops.wihGrad.run(core.dgates, xSteps!.pointer, core.dwih)
+        // dX[T*n, F] = dZ · W_ih, then sample-major
         if let dx {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n * T), Int32(F), Int32(G),
-                        1, dz, Int32(G), core.wih, Int32(F), 0, dx, Int32(F))
+            if ops.inputGrad == nil {
+                ops.inputGrad = MatMul(m: n * T, n: F, k: G, a: .rows(G, t), b: .rows(F, t), c: .rows(F, .f32),
+                                       what: "\(core.torchModule) input gradient")
+            }
+            ops.inputGrad!.run(core.dgates, core.wihOperand, dxSteps!.pointer)
+            aet_steps_to_sample_major(dxSteps!.pointer, n, T, F, dx)
         }
     }
 }
@@ -318,8 +363,9 @@ public final class LSTMEncoder: Layer {
 /// proj.weight [F, H], proj.bias [F]. Init `.torch`: LSTM tensors U(±1/sqrt(H)), Linear
 /// U(±1/sqrt(H)) (its fan_in is H too); `.glorot`: weights glorot-uniform, biases 0.
 ///
-/// The input is the same at every step, so its projection z W_ihᵀ + b is computed once per sample,
-/// and in backward dW_ih and dz use Σ_t dZ_t (identical to summing over the repeated copies).
+/// The input is the same at every step, so its projection z W_ihᵀ + b is computed once per sample
+/// (the gate pass adds it at every step), and in backward dW_ih and dz use Σ_t dZ_t (identical to
+/// summing over the repeated copies).
 public final class LSTMDecoder: Layer {
     public let code: Int
     public let steps: Int
@@ -332,8 +378,39 @@ public final class LSTMDecoder: Layer {
     var bp: UnsafeMutablePointer<Float>!
     var dwp: UnsafeMutablePointer<Float>!
     var dbp: UnsafeMutablePointer<Float>!
-    /// [maxBatch, 4H]: z W_ihᵀ + b in forward, Σ_t dZ_t in backward.
-    private var zBuffer: FloatBuffer?
+    public var precision: Precision {
+        get { core.precision }
+        set { core.precision = newValue }
+    }
+    /// [maxBatch, 4H] f32: code W_ihᵀ + b, the input term of every step.
+    private var projBuffer: FloatBuffer?
+    /// [maxBatch, 4H] in the compute type: Σ_t dZ_t.
+    private var sumBuffer: FloatBuffer?
+    /// [maxBatch, T, H] in the compute type: h_t for the output projection.
+    private var hiddenBuffer: FloatBuffer?
+    /// [maxBatch, T, H] f32: dL/dh_t from the output projection.
+    private var dHiddenBuffer: FloatBuffer?
+    /// bf16: W_proj, the code and dY rounded.
+    private var wpLow: BF16Buffer?
+    private var codeLow: BF16Buffer?
+    private var dyLow: BF16Buffer?
+
+    private final class Ops {
+        let input: MatMul
+        let output: MatMul
+        let wpGrad: MatMul
+        let hiddenGrad: MatMul
+        let wihGrad: MatMul
+        var codeGrad: MatMul?
+        init(input: MatMul, output: MatMul, wpGrad: MatMul, hiddenGrad: MatMul, wihGrad: MatMul) {
+            self.input = input
+            self.output = output
+            self.wpGrad = wpGrad
+            self.hiddenGrad = hiddenGrad
+            self.wihGrad = wihGrad
+        }
+    }
+    private var cache = PrimitiveCache<Ops>()
 
     public init(code: Int, steps: Int, features: Int, hidden: Int) {
         precondition(code > 0 && features > 0, "LSTMDecoder: code and features must be positive")
@@ -343,7 +420,7 @@ public final class LSTMDecoder: Layer {
         self.hidden = hidden
         inputSize = code
         outputSize = steps * features
-        core = LSTMRecurrence(steps: steps, input: code, hidden: hidden)
+        core = LSTMRecurrence(steps: steps, input: code, hidden: hidden, recurrentAccumulates: false)
     }
 
     public var parameterShapes: [(name: String, shape: [Int])] {
@@ -383,57 +460,86 @@ public final class LSTMDecoder: Layer {
 
     public func reserve(maxBatch: Int) {
         core.reserve(maxBatch: maxBatch)
-        zBuffer = FloatBuffer(maxBatch * 4 * hidden)
+        cache.removeAll()
+        let G = 4 * hidden
+        projBuffer = FloatBuffer(maxBatch * G)
+        sumBuffer = FloatBuffer(maxBatch * G)
+        hiddenBuffer = FloatBuffer(maxBatch * steps * hidden)
+        dHiddenBuffer = FloatBuffer(maxBatch * steps * hidden)
+        if precision == .bf16 {
+            wpLow = BF16Buffer(features * hidden)
+            codeLow = BF16Buffer(maxBatch * code)
+            dyLow = BF16Buffer(maxBatch * outputSize)
+        } else {
+            wpLow = nil; codeLow = nil; dyLow = nil
+        }
+    }
+
+    private func ops(_ n: Int) -> Ops {
+        let T = steps, C = code, F = features, H = hidden, G = 4 * H, t = precision, core = core
+        return cache.get(n) {
+            let name = core.torchModule
+            return Ops(input: MatMul(m: n, n: G, k: C, a: .rows(C, t), b: .transposed(C, t), c: .rows(G, .f32), bias: true,
+                              what: "\(name) input projection"),
+                output: MatMul(m: n * T, n: F, k: H, a: .rows(H, t), b: .transposed(H, t), c: .rows(F, .f32), bias: true,
+                               what: "nn.Linear(\(H), \(F)) forward"),
+                wpGrad: MatMul(m: F, n: H, k: n * T, a: .transposed(F, t), b: .rows(H, t), c: .rows(H, .f32), accumulate: true,
+                               what: "nn.Linear(\(H), \(F)) weight gradient"),
+                hiddenGrad: MatMul(m: n * T, n: H, k: F, a: .rows(F, t), b: .rows(H, t), c: .rows(H, .f32),
+                                   what: "nn.Linear(\(H), \(F)) input gradient"),
+                wihGrad: MatMul(m: G, n: C, k: n, a: .transposed(G, t), b: .rows(C, t), c: .rows(C, .f32), accumulate: true,
+                                what: "\(name) W_ih gradient"))
+        }
     }
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch n: Int) {
         guard n > 0 else { return }
         precondition(n <= core.reservedBatch, "LSTMDecoder.forward: batch \(n) exceeds reserve(maxBatch: \(core.reservedBatch))")
-        let T = steps, C = code, F = features, H = hidden, G = 4 * H
-        let zp = zBuffer!.pointer, gates = core.gates!
-        // P[n, 4H] = b_ih + b_hh + code[n, C] · W_ihᵀ, the input term of every step.
-        core.sumBiases()
-        aet_broadcast_rows(zp, core.biasSum, n, G)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(G), Int32(C),
-                    1, x, Int32(C), core.wih, Int32(C), 1, zp, Int32(G))
-        for s in 0..<n {
-            for t in 0..<T { (gates + (s * T + t) * G).update(from: zp + s * G, count: G) }
+        let ops = self.ops(n)
+        core.prepareWeights()
+        var xs = UnsafeRawPointer(x), wps = UnsafeRawPointer(wp!)
+        if let cl = codeLow, let wl = wpLow {
+            aet_f32_to_bf16(x, cl.pointer, n * code)
+            aet_f32_to_bf16(wp, wl.pointer, wl.count)
+            xs = UnsafeRawPointer(cl.pointer)
+            wps = UnsafeRawPointer(wl.pointer)
         }
-        core.recur(batch: n)
-        // Y[n*T, F] = b_proj + H[n*T, H] · W_projᵀ
-        aet_broadcast_rows(y, bp, n * T, F)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n * T), Int32(F), Int32(H),
-                    1, core.hiddens, Int32(H), wp, Int32(H), 1, y, Int32(F))
+        // P[n, 4H] = code[n, C] · W_ihᵀ + b_ih + b_hh, the input term of every step.
+        let proj = projBuffer!.pointer
+        ops.input.run(xs, core.wihOperand, proj, bias: core.biasSum)
+        let hid = UnsafeMutableRawPointer(hiddenBuffer!.pointer)
+        core.recur(batch: n, add: proj, hidden: hid, last: nil)
+        // Y[n*T, F] = H[n*T, H] · W_projᵀ + b_proj
+        ops.output.run(hid, wps, y, bias: bp)
     }
 
     public func backward(x: UnsafePointer<Float>, y: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>,
                          dx: UnsafeMutablePointer<Float>?, batch n: Int) {
         guard n > 0 else { return }
-        let T = steps, C = code, F = features, H = hidden, G = 4 * H
-        let hs = core.hiddens!
-        // Linear: dW_proj[F, H] += dY[n*T, F]ᵀ · H[n*T, H]; db_proj += column sums; dH = dY · W_proj.
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(F), Int32(H), Int32(n * T),
-                    1, dy, Int32(F), hs, Int32(H), 1, dwp, Int32(H))
-        aet_colsum_add(dbp, dy, n * T, F)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n * T), Int32(H), Int32(F),
-                    1, dy, Int32(F), wp, Int32(H), 0, core.dhiddens, Int32(H))
-        core.backRecur(batch: n)
+        let T = steps, C = code, G = 4 * hidden, t = precision
+        let ops = self.ops(n)
+        let hid = UnsafeRawPointer(hiddenBuffer!.pointer)
+        // Linear: db_proj += column sums of dY (and dY rounded to bf16, in the same pass);
+        // dW_proj[F, H] += dYᵀ · H; dH = dY · W_proj.
+        aet_dense_backward_prep(dy, dy, dyLow?.pointer, dbp, n * T, features, -1, 0, 1)
+        let dys = dyLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(dy)
+        let wps = wpLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(wp!)
+        let dh = dHiddenBuffer!.pointer
+        ops.wpGrad.run(dys, hid, dwp)
+        ops.hiddenGrad.run(dys, wps, dh)
+        core.backRecur(batch: n, last: nil, everyStep: dh)
         // S[n, 4H] = Σ_t dZ_t: the gradient reaching the (repeated) code's projection.
-        let dz = core.dgates!, sum = zBuffer!.pointer
-        for s in 0..<n {
-            let acc = sum + s * G
-            acc.update(from: dz + s * T * G, count: G)
-            for t in 1..<T {
-                let row = dz + (s * T + t) * G
-                for j in 0..<G { acc[j] += row[j] }
-            }
-        }
+        let sum = UnsafeMutableRawPointer(sumBuffer!.pointer)
+        aet_lstm_sum_steps(core.dgates, t.code, n, T, G, G, n * G, sum, t.code)
         // dW_ih[4H, C] += Sᵀ · code[n, C]; dcode[n, C] = S · W_ih
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(G), Int32(C), Int32(n),
-                    1, sum, Int32(G), x, Int32(C), 1, core.dwih, Int32(C))
+        let xs = codeLow.map { UnsafeRawPointer($0.pointer) } ?? UnsafeRawPointer(x)
+        ops.wihGrad.run(sum, xs, core.dwih)
         if let dx {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(C), Int32(G),
-                        1, sum, Int32(G), core.wih, Int32(C), 0, dx, Int32(C))
+            if ops.codeGrad == nil {
+                ops.codeGrad = MatMul(m: n, n: C, k: G, a: .rows(G, t), b: .rows(C, t), c: .rows(C, .f32),
+                                      what: "\(core.torchModule) code gradient")
+            }
+            ops.codeGrad!.run(sum, core.wihOperand, dx)
         }
     }
 }

@@ -25,9 +25,13 @@ public protocol Layer: AnyObject {
     /// The PyTorch modules this layer stands for, e.g. ["nn.Linear(784, 128)", "nn.ReLU()"].
     var torchModules: [String] { get }
 
+    /// Arithmetic of the layer's products (set before `reserve`).
+    var precision: Precision { get set }
+
     func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>)
     func initialize(_ scheme: InitScheme, rng: inout SplitMix64)
-    /// Size the layer's workspaces once, for batches up to `maxBatch`.
+    /// Size the layer's workspaces once, for batches up to `maxBatch`. Primitives are created on
+    /// the first pass of each batch size and kept.
     func reserve(maxBatch: Int)
     /// y = layer(x). x: [batch, inputSize], y: [batch, outputSize].
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int)

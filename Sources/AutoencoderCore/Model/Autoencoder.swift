@@ -1,4 +1,3 @@
-import CBLAS
 import Foundation
 
 /// Training objective options that shape the loss (all part of the resolved config).
@@ -49,6 +48,8 @@ public final class Autoencoder {
     let zeroedRanges: [Range<Int>]
     let decoderOffsets: [Int]
     public let maxBatch: Int
+    /// Arithmetic of the layers' products (`--precision`); parameters and gradients are f32 either way.
+    public let precision: Precision
     public let inputDim: Int
     public let latent: Int
     /// Extra Float slots after the gradients, summed by the same all-reduce (loss sums, counts, flags).
@@ -78,10 +79,11 @@ public final class Autoencoder {
     let rowNorm: FloatBuffer
     let colAcc: FloatBuffer
 
-    public init(spec: ModelSpec, objective: Objective, maxBatch: Int) throws {
+    public init(spec: ModelSpec, objective: Objective, maxBatch: Int, precision: Precision = .f32) throws {
         self.spec = spec
         self.objective = objective
         self.maxBatch = max(1, maxBatch)
+        self.precision = precision
         let layout = try Autoencoder.layout(spec)
         inputDim = layout.inputDim
         encoder = layout.encoder
@@ -90,6 +92,10 @@ public final class Autoencoder {
         tensors = layout.tensors
         parameterCount = layout.parameterCount
         let offset = parameterCount
+        // Precision and the memory formats between spatial layers, before the workspaces are sized.
+        SpatialFormats.assign(encoder, precision: precision)
+        SpatialFormats.assign(decoder, precision: precision)
+        (encoder.first as? Conv2D)?.needsInputGradient = false
         params = FloatBuffer(offset)
         grads = FloatBuffer(offset + Autoencoder.extraSlots)
         var p = 0
@@ -100,11 +106,13 @@ public final class Autoencoder {
             l.reserve(maxBatch: self.maxBatch)
             p += l.parameterCount
         }
-        // Dense layers overwrite their gradients; only the others are zeroed before a step.
+        // Dense and Conv2D layers overwrite their gradients; only the others are zeroed before a step.
         var zeroed: [Range<Int>] = []
         for (l, off) in zip(encoder + decoder, offsets) where l.parameterCount > 0 {
             if let d = l as? Dense, !(spec.penalty == .contractive && l === encoder.last) {
                 d.overwritesGradients = true
+            } else if let c = l as? Conv2D {
+                c.overwritesGradients = true
             } else {
                 zeroed.append(off..<(off + l.parameterCount))
             }

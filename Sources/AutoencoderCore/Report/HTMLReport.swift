@@ -336,7 +336,7 @@ public enum Report {
         if let s = double("samples_per_second") { cards.append(card("training samples/s", ReportFormat.number(s))) }
         if let w = double("wall_seconds") { cards.append(card("wall time", ReportFormat.duration(w))) }
         if let n = value("world_size") as? Int { cards.append(card("ranks", String(n), note: value("grad_sync").map { "exchange \(ReportFormat.text($0))" })) }
-        if let p = value("precision") as? String { cards.append(card("precision", p)) }
+        if let p = value("compute_precision") as? String { cards.append(card("precision", p)) }
         var h = "<div class=\"headline\">\n" + cards.joined(separator: "\n") + "\n</div>\n"
         h += pcaBaseline(inputs)
         if let ae, let m = inputs.meanImageTestMSE, ae.isFinite, m.isFinite, m > 0 {

@@ -159,6 +159,7 @@ public enum RunConfigFile {
         ConfigKey("on_checkpoint_error", .choice(OnCheckpointError.allCases.map(\.rawValue)), .readOnly),
         ConfigKey("no_report", .flag),
         ConfigKey("report_every_epoch", .flag),
+        ConfigKey("precision", .choice(Precision.allCases.map(\.rawValue))),
         ConfigKey("keep_best", .flag),
         ConfigKey("monitor", .choice(MonitorKey.allCases.map(\.rawValue))),
         ConfigKey("early_stop", .string),
@@ -369,6 +370,7 @@ public enum RunConfigFile {
         o["on_nan"] = c.onNaN.rawValue
         o["no_report"] = !c.report
         o["report_every_epoch"] = c.reportEveryEpoch
+        o["precision"] = (c.precision ?? .f32).rawValue
         let s = c.selection
         o["keep_best"] = s?.keepBest ?? false
         o["monitor"] = s.map { $0.monitor.rawValue as Any } ?? null

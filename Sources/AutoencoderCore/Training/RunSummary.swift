@@ -26,6 +26,8 @@ public struct RunSummary: Codable, Sendable {
     public var trainSetSize: Int?
     public var testSetSize: Int?
     public var blasThreads: Int?
+    /// --precision: "f32" or "bf16" (the arithmetic of the matrix products and convolutions).
+    public var computePrecision: String?
     public var aetrainVersion: String?
 
     // MARK: results
@@ -113,7 +115,7 @@ public struct RunSummary: Codable, Sendable {
         case model, dataset, worldSize = "world_size", gradSync = "grad_sync", epochs, epochsCompleted = "epochs_completed"
         case steps, globalBatchSize = "global_batch_size", paramCount = "param_count", latent, loss, penalty, noise
         case trainSetSize = "train_set_size", testSetSize = "test_set_size", blasThreads = "blas_threads"
-        case aetrainVersion = "aetrain_version"
+        case computePrecision = "compute_precision", aetrainVersion = "aetrain_version"
         case trainLoss = "train_loss", testMSE = "test_mse", testBCE = "test_bce", testKL = "test_kl"
         case valSetSize = "val_set_size", valMSE = "val_mse", valBCE = "val_bce", stopReason = "stop_reason"
         case monitor, monitorSplit = "monitor_split", bestValue = "best_value", bestStep = "best_step", bestEpoch = "best_epoch"

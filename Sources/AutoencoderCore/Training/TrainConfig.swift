@@ -55,6 +55,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// --keep-best, --monitor, --early-stop, --val-split (nil when none is given, so that the
     /// config of a run without them is unchanged).
     public var selection: ModelSelection? = nil
+    /// --precision (nil: f32; optional so that older checkpoint metadata still decodes).
+    public var precision: Precision? = nil
 
     public init(model: ModelSpec) { self.model = model }
 
@@ -119,6 +121,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
             if !(n.amount.isFinite && n.amount >= 0 && (!p || n.amount <= 1)) { throw AETError.usage("--noise \(n): amount out of range") }
         }
         if let c = normalClass, !(0...9).contains(c) { throw AETError.usage("--normal-class \(c): must be 0...9") }
+        if precision == .bf16 && !DNNL.bf16Supported {
+            throw AETError.usage("--precision bf16: oneDNN has no bf16 kernels for this CPU (it runs \(DNNL.isa) code; bf16 needs AVX-512); use --precision f32")
+        }
         if resume == "" { throw AETError.usage("--resume: empty path (pass auto or a checkpoint file)") }
         if overwrite == true, let r = resume {
             throw AETError.usage("--overwrite starts a new run; it cannot be combined with --resume \(r)")

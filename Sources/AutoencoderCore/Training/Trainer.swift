@@ -85,7 +85,7 @@ public final class Trainer {
         trainSet = train
         testSet = test
         let perRank = (config.batchSize + comm.size - 1) / comm.size
-        model = try Autoencoder(spec: config.model, objective: config.objective, maxBatch: perRank)
+        model = try Autoencoder(spec: config.model, objective: config.objective, maxBatch: perRank, precision: config.precision ?? .f32)
         adam = Adam(count: model.parameterCount, config: config.adam)
         trainLoader = BatchLoader(train, binarize: config.binarize)
         testLoader = BatchLoader(test, binarize: config.binarize)
@@ -305,6 +305,7 @@ public final class Trainer {
         s.trainSetSize = trainSet.count
         s.testSetSize = testSet.count
         s.blasThreads = Threads.blasThreads
+        s.computePrecision = model.precision.rawValue
         s.aetrainVersion = aetrainVersion
         s.loss = config.objective.loss.rawValue
         s.latent = model.latent
