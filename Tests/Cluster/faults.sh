@@ -293,13 +293,13 @@ if [[ "$(id -u)" -eq 0 ]] && mount -t tmpfs -o size=1M tmpfs "$T/full" 2>/dev/nu
 else
     skip_case "full disk: cannot mount a 1 MiB tmpfs here (needs root and mount permission)"
 fi
-# metrics.jsonl on a full disk: a 64 KiB tmpfs with 2 pages left (the lock file takes one,
-# metrics.jsonl fills the other): every line is whole, the warning names ENOSPC, and summary.json
+# metrics.jsonl on a full disk: a 64 KiB tmpfs with 3 pages left (the lock file and config.json
+# take one each, metrics.jsonl fills the third): every line is whole, the warning names ENOSPC, and summary.json
 # then cannot be written either (exit 4).
 mkdir -p "$T/full2"
 if [[ "$(id -u)" -eq 0 ]] && mount -t tmpfs -o size=64k tmpfs "$T/full2" 2>/dev/null; then
     mounts+=("$T/full2")
-    head -c $((14 * 4096)) /dev/zero >"$T/full2/filler"
+    head -c $((13 * 4096)) /dev/zero >"$T/full2/filler"
     mkdir -p "$T/full2/m"
     mkdir -p "$T/rc/full-metrics"
     t0=$(now)
