@@ -26,7 +26,7 @@ final class RunsTests: XCTestCase {
     }
 
     static let timingKeys: Set<String> = ["samples_per_second", "train_seconds", "wall_seconds", "report_seconds", "ms_per_step",
-                                          "train_gflops", "peak_rss_mb", "peak_rss_mb_per_rank"]
+                                          "train_gflops", "peak_rss_mb", "peak_rss_mb_per_rank", "pss_mb_per_rank"]
 
     /// summary.json without timing keys, with OUT replaced in paths.
     static func summary(_ out: String) -> [String: String] {

@@ -48,10 +48,13 @@ final class ConvLayerTests: XCTestCase {
     func testConv2DGradientsReLU() {
         // Every weight feeds every output position, so a step can cross a ReLU kink: those
         // coordinates are left out (kinks: true), the others must agree to 1e-3.
+        // (3, 16, 3) runs oneDNN's direct convolution, the others the matmul lowering; its loss
+        // sums 16 channels, so its f32 rounding noise needs a larger step, 3e-3 (the layer is
+        // piecewise linear, so away from kinks the step adds no truncation error).
         for (i, (cin, cout, k)) in [(2, 3, 3), (3, 2, 3), (2, 2, 5), (3, 16, 3)].enumerated() {
             let layer = Conv2D(inChannels: cin, outChannels: cout, kernel: k, height: 6, width: 6,
                                activation: .relu)
-            checkLayerGradients(layer, batch: 2, seed: UInt64(40 + i), h: 1e-3, rtol: 1e-3, atol: 1e-4,
+            checkLayerGradients(layer, batch: 2, seed: UInt64(40 + i), h: cout >= 16 ? 3e-3 : 1e-3, rtol: 1e-3, atol: 1e-4,
                                 kinks: true, maxChecks: 150)
         }
     }
