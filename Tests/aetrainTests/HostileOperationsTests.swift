@@ -225,6 +225,15 @@ extension HostileInputTests {
         XCTAssertEqual(bytes(foreign), foreignBytes)
         XCTAssertEqual(files(other + "/checkpoints"), ["step-00000006.safetensors", "step-00000008.safetensors", "step-00000010.safetensors"])
         XCTAssertEqual(run(["info", other + "/checkpoints/step-00000008.safetensors"]).status, 0)
+        // A folder left with only an earlier run's best.safetensors: a fresh --keep-best run would
+        // write over it, so it is refused the same way, the file untouched.
+        let bestOnly = AE.tempDir("best-only")
+        try FileManager.default.createDirectory(atPath: bestOnly + "/checkpoints", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: foreign, toPath: bestOnly + "/checkpoints/best.safetensors")
+        let b = run(pruneArgs(mnist, bestOnly) + ["--max-steps", "4", "--keep-best"], timeout: 60)
+        expectFailure(b, ExitCode.usage, ["--out \(bestOnly)", "best.safetensors", "--overwrite"], "fresh run into a folder with a best checkpoint")
+        XCTAssertEqual(files(bestOnly + "/checkpoints"), ["best.safetensors"])
+        XCTAssertEqual(bytes(bestOnly + "/checkpoints/best.safetensors"), foreignBytes)
     }
 
     // MARK: defect 8: metrics lines whole or not at all

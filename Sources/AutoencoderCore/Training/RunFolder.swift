@@ -140,9 +140,14 @@ public enum RunFolder {
     /// A fresh run into a folder with checkpoints: a usage error, or with `--overwrite` they are
     /// moved aside (never deleted).
     static func checkNoForeignCheckpoints(out: String, overwrite: Bool) throws {
-        let existing = Checkpoint.list(out: out)
-        guard let newest = existing.first else { return }
         let dir = (out as NSString).appendingPathComponent(Checkpoint.directoryName)
+        // Step checkpoints, newest first, then an earlier run's --keep-best file (a new run with
+        // --keep-best would write over it).
+        var existing = Checkpoint.list(out: out)
+        let best = (dir as NSString).appendingPathComponent(ModelSelector.bestFileName)
+        var st = stat()
+        if lstat(best, &st) == 0 { existing.append(best) }
+        guard let newest = existing.first else { return }
         guard overwrite else {
             throw AETError.usage("--out \(out): holds \(existing.count) checkpoint(s) of an earlier run (newest \((newest as NSString).lastPathComponent)); pass --resume auto to continue it, --overwrite to start a new run there (its checkpoints are moved aside, not deleted), or another --out")
         }
@@ -152,7 +157,6 @@ public enum RunFolder {
         let base = (out as NSString).appendingPathComponent("checkpoints-replaced-" + stamp.string(from: Date()))
         var target = base
         var k = 2
-        var st = stat()
         while lstat(target, &st) == 0 {
             target = base + "-\(k)"
             k += 1
