@@ -183,9 +183,7 @@ final class HierarchicalExchange: GradientExchange {
         guard updated else { return true }
         let f = flags + (step & 1) * localSize
         for q in 0..<localSize where f[q] != 0 { return false }
-        let params = model.params.pointer, P = model.parameterCount
-        if owned.lowerBound > 0 { params.update(from: published, count: owned.lowerBound) }
-        if owned.upperBound < P { (params + owned.upperBound).update(from: published + owned.upperBound, count: P - owned.upperBound) }
+        copyOtherSlices(into: model.params.pointer, from: published, owned: owned, count: model.parameterCount)
         return true
     }
 

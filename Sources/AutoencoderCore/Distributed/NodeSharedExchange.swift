@@ -118,9 +118,7 @@ final class NodeSharedExchange: GradientExchange {
         guard updated else { return true }
         let f = flags + (step & 1) * ranks
         for q in 0..<ranks where f[q] != 0 { return false }
-        let params = model.params.pointer, P = model.parameterCount
-        if shard.lowerBound > 0 { params.update(from: published, count: shard.lowerBound) }
-        if shard.upperBound < P { (params + shard.upperBound).update(from: published + shard.upperBound, count: P - shard.upperBound) }
+        copyOtherSlices(into: model.params.pointer, from: published, owned: shard, count: model.parameterCount)
         return true
     }
 
@@ -128,4 +126,12 @@ final class NodeSharedExchange: GradientExchange {
     func shareOptimizerState() {
         window.sync(what: "optimizer broadcast")
     }
+}
+
+/// The node-shared exchanges' last step: every parameter outside this rank's own slice `owned`
+/// comes from the node's published vector (the slices the node's other ranks updated).
+@inline(__always) func copyOtherSlices(into params: UnsafeMutablePointer<Float>, from published: UnsafeMutablePointer<Float>,
+                                       owned: Range<Int>, count P: Int) {
+    if owned.lowerBound > 0 { params.update(from: published, count: owned.lowerBound) }
+    if owned.upperBound < P { (params + owned.upperBound).update(from: published + owned.upperBound, count: P - owned.upperBound) }
 }
