@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 @testable import AutoencoderCore
 
 /// Hostile input and odd operations (issue 14): every case ends with one line naming the file or
@@ -18,7 +19,7 @@ final class HostileInputTests: XCTestCase {
     /// `mpirun -np N aetrain ARGS` where every rank records its own exit code (a wrapper script,
     /// as in Tests/Cluster/faults.sh): returns the result and each rank's code (nil: killed).
     func mpirunEveryRank(_ np: Int, _ args: [String], timeout: Double = 30) throws -> (AE.Result, [Int32?]) {
-        guard AE.hasMPI else { throw XCTSkip("mpirun not installed") }
+        try AE.requireMPI()
         let dir = AE.tempDir("ranks")
         let wrap = dir + "/rank-exit.sh"
         try """
@@ -462,7 +463,7 @@ final class HostileInputTests: XCTestCase {
         let mnist = try AE.requireMNIST()
         let fashion = DataSource.debianFashionDir
         guard FileManager.default.fileExists(atPath: fashion + "/train-images-idx3-ubyte.gz") else {
-            throw XCTSkip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+            throw TestFailure("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist; Launch/test.sh installs it)")
         }
         let args = ["--train-limit", "256", "--test-limit", "64", "--max-steps", "1", "--no-report"]
         for (flag, dir, other) in [("mnist", fashion, "fashion-mnist"), ("fashion-mnist", mnist, "mnist")] {

@@ -12,7 +12,7 @@ extension HostileInputTests {
     /// `mpirun` with one app context per rank (`--wdir` and arguments of its own), each rank's exit
     /// code recorded as in `mpirunEveryRank`.
     func mpirunContexts(_ contexts: [(wdir: String, args: [String])], env: [String: String] = [:], timeout: Double = 30) throws -> (AE.Result, [Int32?]) {
-        guard AE.hasMPI else { throw XCTSkip("mpirun not installed") }
+        try AE.requireMPI()
         let dir = AE.tempDir("ranks")
         let wrap = dir + "/rank-exit.sh"
         try """
