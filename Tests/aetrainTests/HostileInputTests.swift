@@ -19,6 +19,15 @@ final class HostileInputTests: XCTestCase {
     /// `mpirun -np N aetrain ARGS` where every rank records its own exit code (a wrapper script,
     /// as in Tests/Cluster/faults.sh): returns the result and each rank's code (nil: killed).
     func mpirunEveryRank(_ np: Int, _ args: [String], timeout: Double = 30) throws -> (AE.Result, [Int32?]) {
+        try mpirunRecordingExits(ranks: np, timeout: timeout) { wrap in
+            ["-np", String(np), wrap, HostileInputTests.bin] + args
+        }
+    }
+
+    /// Runs `mpirun ARGS`, `launch(wrapper)` giving ARGS: each rank started through `wrapper`
+    /// writes its exit code to a file. Returns the result and the codes of ranks 0..<ranks.
+    func mpirunRecordingExits(ranks: Int, env: [String: String] = [:], timeout: Double,
+                              _ launch: (String) -> [String]) throws -> (AE.Result, [Int32?]) {
         try AE.requireMPI()
         let dir = AE.tempDir("ranks")
         let wrap = dir + "/rank-exit.sh"
@@ -31,9 +40,9 @@ final class HostileInputTests: XCTestCase {
         exit $rc
         """.write(toFile: wrap, atomically: true, encoding: .utf8)
         chmod(wrap, 0o755)
-        let r = AE.exec(["mpirun", "--oversubscribe", "-np", String(np), wrap, HostileInputTests.bin] + args,
-                        env: ["SWIFT_BACKTRACE": "enable=no"], timeout: timeout)
-        let codes = (0..<np).map { k -> Int32? in
+        let r = AE.exec(["mpirun", "--oversubscribe"] + launch(wrap),
+                        env: env.merging(["SWIFT_BACKTRACE": "enable=no"]) { a, _ in a }, timeout: timeout)
+        let codes = (0..<ranks).map { k -> Int32? in
             (try? String(contentsOfFile: "\(dir)/rank-\(k)", encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         }
         return (r, codes)

@@ -12,28 +12,11 @@ extension HostileInputTests {
     /// `mpirun` with one app context per rank (`--wdir` and arguments of its own), each rank's exit
     /// code recorded as in `mpirunEveryRank`.
     func mpirunContexts(_ contexts: [(wdir: String, args: [String])], env: [String: String] = [:], timeout: Double = 30) throws -> (AE.Result, [Int32?]) {
-        try AE.requireMPI()
-        let dir = AE.tempDir("ranks")
-        let wrap = dir + "/rank-exit.sh"
-        try """
-        #!/bin/sh
-        trap ': deferred until the child exits' TERM INT
-        "$@"
-        rc=$?
-        echo "$rc" > "\(dir)/rank-${OMPI_COMM_WORLD_RANK:-x}"
-        exit $rc
-        """.write(toFile: wrap, atomically: true, encoding: .utf8)
-        chmod(wrap, 0o755)
-        var argv = ["mpirun", "--oversubscribe"]
-        for (k, c) in contexts.enumerated() {
-            if k > 0 { argv.append(":") }
-            argv += ["-np", "1", "--wdir", c.wdir, wrap, HostileInputTests.bin] + c.args
+        try mpirunRecordingExits(ranks: contexts.count, env: env, timeout: timeout) { wrap in
+            contexts.enumerated().flatMap { k, c in
+                (k > 0 ? [":"] : []) + ["-np", "1", "--wdir", c.wdir, wrap, HostileInputTests.bin] + c.args
+            }
         }
-        let r = AE.exec(argv, env: env.merging(["SWIFT_BACKTRACE": "enable=no"]) { a, _ in a }, timeout: timeout)
-        let codes = contexts.indices.map { k -> Int32? in
-            (try? String(contentsOfFile: "\(dir)/rank-\(k)", encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        }
-        return (r, codes)
     }
 
     /// A PID that belonged to a process that has ended (and was reaped).

@@ -88,8 +88,9 @@ enum AE {
         return d
     }
 
-    /// Runs a command; kills it (and its process group) after `timeout` seconds.
-    static func exec(_ argv: [String], env extra: [String: String] = [:], timeout: Double = 120) -> Result {
+    /// A process for `argv` (found on PATH) with the tests' environment: mpirun allowed as root,
+    /// one BLAS/OpenMP thread unless set, then `extra`.
+    static func process(_ argv: [String], env extra: [String: String]) -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : (which(argv[0]) ?? argv[0]))
         p.arguments = Array(argv.dropFirst())
@@ -100,6 +101,12 @@ enum AE {
         env["OMP_NUM_THREADS"] = env["OMP_NUM_THREADS"] ?? "1"
         for (k, v) in extra { env[k] = v }
         p.environment = env
+        return p
+    }
+
+    /// Runs a command; kills it (and its process group) after `timeout` seconds.
+    static func exec(_ argv: [String], env extra: [String: String] = [:], timeout: Double = 120) -> Result {
+        let p = process(argv, env: extra)
         let outURL = URL(fileURLWithPath: tempDir("out") + "/stdout"), errURL = URL(fileURLWithPath: tempDir("err") + "/stderr")
         FileManager.default.createFile(atPath: outURL.path, contents: nil)
         FileManager.default.createFile(atPath: errURL.path, contents: nil)
@@ -222,16 +229,7 @@ enum AE {
     }
 
     static func start(_ argv: [String], env extra: [String: String] = [:]) throws -> Running {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : (which(argv[0]) ?? argv[0]))
-        p.arguments = Array(argv.dropFirst())
-        var env = ProcessInfo.processInfo.environment
-        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
-        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
-        env["OPENBLAS_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] ?? "1"
-        env["OMP_NUM_THREADS"] = env["OMP_NUM_THREADS"] ?? "1"
-        for (k, v) in extra { env[k] = v }
-        p.environment = env
+        let p = process(argv, env: extra)
         let dir = tempDir("bg")
         let outURL = URL(fileURLWithPath: dir + "/stdout"), errURL = URL(fileURLWithPath: dir + "/stderr")
         FileManager.default.createFile(atPath: outURL.path, contents: nil)
