@@ -1,6 +1,7 @@
 #include "kernels.h"
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 
 #define MV __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define LANES 16
@@ -426,6 +427,14 @@ MV void aet_conv_unpermute_grad(const float *restrict dwt, float *restrict dw, l
 
 /* ---- LSTM ---- */
 
+/* The gate passes walk [n, ·] rows of arrays written long before (forward: the input
+   projection; backward: the forward's gates and cells, several MB, out of L2): fetch a few
+   samples ahead. */
+#define PF_AHEAD 4
+static inline void prefetch_row(const void *p, long bytes) {
+    for (long o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
 static inline float tanh_s(float v) { return 2.0f * sigm(2.0f * v) - 1.0f; }
 
 static void store_row(void *dst, long at, int type, const float *restrict v, long n) {
@@ -437,12 +446,17 @@ static void store_row(void *dst, long at, int type, const float *restrict v, lon
     }
 }
 
-MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add, long adds, int zinit, const float *restrict cprev,
+MV static void lstm_fwd_generic(float *restrict z, long zs, const float *restrict add, long adds, int zinit, const float *restrict cprev,
                           float *restrict c, float *restrict tc, long cs, void *h1, long h1s, int h1t, void *h2, long h2s, int h2t,
                           long n, long H) {
     long G = 4 * H;
     float hv[H];
     for (long s = 0; s < n; s++) {
+        if (s + PF_AHEAD < n) {
+            prefetch_row(z + (s + PF_AHEAD) * zs, G * 4);
+            if (add) prefetch_row(add + (s + PF_AHEAD) * adds, G * 4);
+            if (cprev) prefetch_row(cprev + (s + PF_AHEAD) * cs, H * 4);
+        }
         float *restrict zr = z + s * zs;
         if (add) {
             const float *restrict ar = add + s * adds;
@@ -467,12 +481,18 @@ MV void aet_lstm_fwd_step(float *restrict z, long zs, const float *restrict add,
     }
 }
 
-MV void aet_lstm_bwd_step(const float *restrict z, long zs, const float *restrict cprev, const float *restrict tc, long cs,
+MV static void lstm_bwd_generic(const float *restrict z, long zs, const float *restrict cprev, const float *restrict tc, long cs,
                           const float *restrict dh1, long dh1s, const float *restrict dh2, long dh2s, float *restrict dc, void *dz,
                           long dzs, int dzt, float *restrict db, long n, long H) {
     long G = 4 * H;
     float g[G], dr[H];
     for (long s = 0; s < n; s++) {
+        if (s + PF_AHEAD < n) {
+            prefetch_row(z + (s + PF_AHEAD) * zs, G * 4);
+            prefetch_row(tc + (s + PF_AHEAD) * cs, H * 4);
+            if (cprev) prefetch_row(cprev + (s + PF_AHEAD) * cs, H * 4);
+            prefetch_row(dc + (s + PF_AHEAD) * H, H * 4);
+        }
         const float *restrict zr = z + s * zs, *restrict tr = tc + s * cs;
         const float *restrict ig = zr, *restrict fg = zr + H, *restrict gg = zr + 2 * H, *restrict og = zr + 3 * H;
         float *restrict dcr = dc + s * H;
@@ -499,6 +519,186 @@ MV void aet_lstm_bwd_step(const float *restrict z, long zs, const float *restric
         for (long j = 0; j < G; j++) db[j] += g[j];
         store_row(dz, s * dzs, dzt, g, G);
     }
+}
+
+/* The same two passes with AVX-512 intrinsics: one fused pass over each sample's gates, 16 lanes
+   at a time. σ(v) = 1 / (1 + e^−v) as above, tanh(v) = (1 − e^−2v) / (1 + e^−2v), with e^x inline
+   (exp16). Any H (the last block is masked).
+
+   Why an inline exp: the forward pass does five exponentials per cell, and glibc's 16-wide expf
+   (libmvec's AVX-512 variant; clang's vectoriser only calls its 8-wide one) measured 500 of the
+   640 µs a layer's 28 steps took at batch 128 on this Zen 4 core. exp16 is the classic
+   range reduction (x = k·ln2 + r, |r| ≤ ln2/2, ln2 split in two for exactness) with Cephes'
+   degree-6 polynomial for e^r and 2^k applied by vscalefps: within 2 ulp of expf over the
+   clamped range [−87.3, 88.7] (LSTMLayerTests.testExp16MatchesExpf); NaN passes through. */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
+
+AVX512 static inline __m512 exp16(__m512 x) {
+    /* constant first: max/min return the second operand when either is NaN, so NaN survives */
+    x = _mm512_min_ps(_mm512_set1_ps(88.72283f), _mm512_max_ps(_mm512_set1_ps(-87.33654f), x));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    /* Estrin's scheme: three independent pairs, then two steps in r² (shorter dependency chain) */
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 a = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
+    __m512 b = _mm512_fmadd_ps(_mm512_set1_ps(8.3334519073e-3f), r, _mm512_set1_ps(4.1665795894e-2f));
+    __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(1.6666665459e-1f), r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 p = _mm512_fmadd_ps(_mm512_fmadd_ps(a, r2, b), r2, c);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, k);
+}
+
+AVX512 static inline __m512 sig16(__m512 v) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+}
+/* tanh(v) = (1 − e^−2v) / (1 + e^−2v): one exponential and one division */
+AVX512 static inline __m512 tanh16(__m512 v) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 e = exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f), v));
+    return _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
+}
+/* f32 to bf16, round to nearest even, NaN stays a quiet NaN (as f2bf). */
+AVX512 static inline __m256i bf16x16(__m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))), 16);
+    __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, q));
+}
+AVX512 static inline void store16(void *dst, long at, int type, __m512 v, __mmask16 m) {
+    if (type) _mm256_mask_storeu_epi16((uint16_t *)dst + at, m, bf16x16(v));
+    else _mm512_mask_storeu_ps((float *)dst + at, m, v);
+}
+AVX512 static inline __mmask16 lanes(long left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
+#define LD(p, m) _mm512_maskz_loadu_ps((m), (p))
+
+AVX512 static void lstm_fwd_avx512(float *restrict z, long zs, const float *restrict add, long adds, int zinit, const float *restrict cprev,
+                                   float *restrict c, float *restrict tc, long cs, void *h1, long h1s, int h1t, void *h2, long h2s, int h2t,
+                                   long n, long H) {
+    for (long s = 0; s < n; s++) {
+        if (s + PF_AHEAD < n) {
+            prefetch_row(z + (s + PF_AHEAD) * zs, 4 * H * 4);
+            if (add) prefetch_row(add + (s + PF_AHEAD) * adds, 4 * H * 4);
+            if (cprev) prefetch_row(cprev + (s + PF_AHEAD) * cs, H * 4);
+        }
+        float *restrict zr = z + s * zs;
+        const float *restrict ar = add ? add + s * adds : 0;
+        for (long j = 0; j < H; j += 16) {
+            __mmask16 m = lanes(H - j);
+            __m512 zi = LD(zr + j, m), zf = LD(zr + H + j, m), zg = LD(zr + 2 * H + j, m), zo = LD(zr + 3 * H + j, m);
+            if (ar) {
+                __m512 ai = LD(ar + j, m), af = LD(ar + H + j, m), ag = LD(ar + 2 * H + j, m), ao = LD(ar + 3 * H + j, m);
+                if (zinit) {
+                    zi = _mm512_add_ps(zi, ai); zf = _mm512_add_ps(zf, af); zg = _mm512_add_ps(zg, ag); zo = _mm512_add_ps(zo, ao);
+                } else {
+                    zi = ai; zf = af; zg = ag; zo = ao;
+                }
+            }
+            __m512 i = sig16(zi), f = sig16(zf), g = tanh16(zg), o = sig16(zo);
+            _mm512_mask_storeu_ps(zr + j, m, i);
+            _mm512_mask_storeu_ps(zr + H + j, m, f);
+            _mm512_mask_storeu_ps(zr + 2 * H + j, m, g);
+            _mm512_mask_storeu_ps(zr + 3 * H + j, m, o);
+            __m512 cv = _mm512_mul_ps(i, g);
+            if (cprev) cv = _mm512_fmadd_ps(f, LD(cprev + s * cs + j, m), cv);
+            __m512 t = tanh16(cv), h = _mm512_mul_ps(o, t);
+            _mm512_mask_storeu_ps(c + s * cs + j, m, cv);
+            _mm512_mask_storeu_ps(tc + s * cs + j, m, t);
+            store16(h1, s * h1s + j, h1t, h, m);
+            if (h2) store16(h2, s * h2s + j, h2t, h, m);
+        }
+    }
+}
+
+AVX512 static void lstm_bwd_avx512(const float *restrict z, long zs, const float *restrict cprev, const float *restrict tc, long cs,
+                                   const float *restrict dh1, long dh1s, const float *restrict dh2, long dh2s, float *restrict dc, void *dz,
+                                   long dzs, int dzt, float *restrict db, long n, long H) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (long s = 0; s < n; s++) {
+        if (s + PF_AHEAD < n) {
+            prefetch_row(z + (s + PF_AHEAD) * zs, 4 * H * 4);
+            prefetch_row(tc + (s + PF_AHEAD) * cs, H * 4);
+            if (cprev) prefetch_row(cprev + (s + PF_AHEAD) * cs, H * 4);
+            prefetch_row(dc + (s + PF_AHEAD) * H, H * 4);
+        }
+        const float *restrict zr = z + s * zs;
+        for (long j = 0; j < H; j += 16) {
+            __mmask16 m = lanes(H - j);
+            /* dL/dh_t: from outside (dh1) plus from step t+1 (dh2) */
+            __m512 d = _mm512_setzero_ps();
+            if (dh1 && dh2) d = _mm512_add_ps(LD(dh1 + s * dh1s + j, m), LD(dh2 + s * dh2s + j, m));
+            else if (dh1) d = LD(dh1 + s * dh1s + j, m);
+            else if (dh2) d = LD(dh2 + s * dh2s + j, m);
+            __m512 t = LD(tc + s * cs + j, m), i = LD(zr + j, m), f = LD(zr + H + j, m), g = LD(zr + 2 * H + j, m),
+                   o = LD(zr + 3 * H + j, m);
+            __m512 dcj = _mm512_add_ps(LD(dc + s * H + j, m), _mm512_mul_ps(_mm512_mul_ps(d, o), _mm512_sub_ps(one, _mm512_mul_ps(t, t))));
+            __m512 gi = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcj, g), i), _mm512_sub_ps(one, i));
+            __m512 gg = _mm512_mul_ps(_mm512_mul_ps(dcj, i), _mm512_sub_ps(one, _mm512_mul_ps(g, g)));
+            __m512 go = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(d, t), o), _mm512_sub_ps(one, o));
+            __m512 gf = _mm512_setzero_ps();
+            if (cprev) gf = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcj, f), _mm512_sub_ps(one, f)), LD(cprev + s * cs + j, m));
+            _mm512_mask_storeu_ps(dc + s * H + j, m, _mm512_mul_ps(dcj, f));
+            _mm512_mask_storeu_ps(db + j, m, _mm512_add_ps(LD(db + j, m), gi));
+            _mm512_mask_storeu_ps(db + H + j, m, _mm512_add_ps(LD(db + H + j, m), gf));
+            _mm512_mask_storeu_ps(db + 2 * H + j, m, _mm512_add_ps(LD(db + 2 * H + j, m), gg));
+            _mm512_mask_storeu_ps(db + 3 * H + j, m, _mm512_add_ps(LD(db + 3 * H + j, m), go));
+            long at = s * dzs + j;
+            store16(dz, at, dzt, gi, m);
+            store16(dz, at + H, dzt, gf, m);
+            store16(dz, at + 2 * H, dzt, gg, m);
+            store16(dz, at + 3 * H, dzt, go, m);
+        }
+    }
+}
+
+static int avx512_state = -1; /* -1: not yet known */
+static int use_avx512(void) {
+    if (avx512_state < 0)
+        avx512_state = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return avx512_state;
+}
+int aet_avx512_kernels(int on) {
+    int had = use_avx512();
+    if (on >= 0) avx512_state = on && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return had;
+}
+AVX512 static void exp_avx512(const float *x, float *y, long n) {
+    for (long i = 0; i < n; i += 16) {
+        __mmask16 m = lanes(n - i);
+        _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+void aet_exp(const float *x, float *y, long n) {
+    if (use_avx512()) exp_avx512(x, y, n);
+    else for (long i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+#else
+static int use_avx512(void) { return 0; }
+int aet_avx512_kernels(int on) { (void)on; return 0; }
+void aet_exp(const float *x, float *y, long n) { for (long i = 0; i < n; i++) y[i] = expf(x[i]); }
+#endif
+
+void aet_lstm_fwd_step(float *z, long zs, const float *add, long adds, int zinit, const float *cprev, float *c, float *tc, long cs,
+                       void *h1, long h1s, int h1t, void *h2, long h2s, int h2t, long n, long H) {
+#if defined(__x86_64__)
+    if (use_avx512()) { lstm_fwd_avx512(z, zs, add, adds, zinit, cprev, c, tc, cs, h1, h1s, h1t, h2, h2s, h2t, n, H); return; }
+#endif
+    lstm_fwd_generic(z, zs, add, adds, zinit, cprev, c, tc, cs, h1, h1s, h1t, h2, h2s, h2t, n, H);
+}
+
+void aet_lstm_bwd_step(const float *z, long zs, const float *cprev, const float *tc, long cs, const float *dh1, long dh1s,
+                       const float *dh2, long dh2s, float *dc, void *dz, long dzs, int dzt, float *db, long n, long H) {
+#if defined(__x86_64__)
+    if (use_avx512()) { lstm_bwd_avx512(z, zs, cprev, tc, cs, dh1, dh1s, dh2, dh2s, dc, dz, dzs, dzt, db, n, H); return; }
+#endif
+    lstm_bwd_generic(z, zs, cprev, tc, cs, dh1, dh1s, dh2, dh2s, dc, dz, dzs, dzt, db, n, H);
 }
 
 MV void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, long sample_stride, long step_stride, void *s, int st) {

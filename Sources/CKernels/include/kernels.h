@@ -73,6 +73,11 @@ void aet_lstm_fwd_step(float *z, long zs, const float *add, long adds, int zinit
    and adds it to db [4H]. */
 void aet_lstm_bwd_step(const float *z, long zs, const float *cprev, const float *tc, long cs, const float *dh1, long dh1s,
                        const float *dh2, long dh2s, float *dc, void *dz, long dzs, int dzt, float *db, long n, long H);
+/* The two passes above run AVX-512 code (exp16) when the CPU has AVX-512 F/BW/DQ/VL, else the
+   vectorised C. aet_avx512_kernels(on) switches that (on < 0: leave it), returning the previous
+   state (tests run both paths); aet_exp(x, y, n) is y = e^x with the exponential they use. */
+int aet_avx512_kernels(int on);
+void aet_exp(const float *x, float *y, long n);
 /* S[s, :] = sum over t of dz[s*sample_stride + t*step_stride + (0..G)] (dz of type dzt); S of type st. */
 void aet_lstm_sum_steps(const void *dz, int dzt, long n, long T, long G, long sample_stride, long step_stride, void *s, int st);
 /* [n, T, F] (sample-major, f32) to [T, n, F] (time-major) of `type`, and back (f32). */

@@ -1,3 +1,5 @@
+import CKernels
+import Foundation
 import XCTest
 import TestSupport
 @testable import AutoencoderCore
@@ -5,24 +7,71 @@ import TestSupport
 final class LSTMLayerTests: XCTestCase {
     // MARK: Gradient checks
 
+    /// Runs `body` once with each gate-pass implementation this CPU has: the AVX-512 one (exp16,
+    /// when the CPU has AVX-512) and the vectorised C one (every CPU), naming the path.
+    private func forEachGatePath(_ body: (String) -> Void) {
+        let had = aet_avx512_kernels(-1)
+        defer { _ = aet_avx512_kernels(had) }
+        _ = aet_avx512_kernels(0)
+        body("C path")
+        _ = aet_avx512_kernels(1)
+        if aet_avx512_kernels(-1) == 1 { body("AVX-512 path") }
+    }
+
     func testLSTMEncoderGradients() {
         // (steps, features, hidden, input range): T = 1 has no recurrent term; the wide input
-        // range pushes gates towards saturation; hidden 10 takes backward's 8-lane path and its tail.
-        let cases: [(Int, Int, Int, Float)] = [(4, 3, 5, 1), (1, 2, 3, 1), (5, 2, 4, 3), (3, 2, 10, 1)]
-        for (i, (t, f, h, range)) in cases.enumerated() {
-            let layer = LSTMEncoder(steps: t, features: f, hidden: h)
-            checkLayerGradients(layer, batch: 3, seed: UInt64(10 + i), h: 1e-2, rtol: 1e-3, atol: 3e-5,
-                                inputRange: (-range, range))
+        // range pushes gates towards saturation; hidden 10 takes backward's 8-lane path and its tail;
+        // hidden 20 one full 16-lane block of the AVX-512 path and a masked one.
+        let cases: [(Int, Int, Int, Float)] = [(4, 3, 5, 1), (1, 2, 3, 1), (5, 2, 4, 3), (3, 2, 10, 1), (3, 2, 20, 1)]
+        forEachGatePath { path in
+            for (i, (t, f, h, range)) in cases.enumerated() {
+                let layer = LSTMEncoder(steps: t, features: f, hidden: h)
+                checkLayerGradients(layer, batch: 3, seed: UInt64(10 + i), h: 1e-2, rtol: 1e-3, atol: 3e-5,
+                                    inputRange: (-range, range), name: "\(path), case \(i)")
+            }
         }
     }
 
     func testLSTMDecoderGradients() {
         // (code, steps, features, hidden, input range)
-        let cases: [(Int, Int, Int, Int, Float)] = [(2, 4, 3, 5, 1), (3, 1, 2, 3, 1), (2, 5, 4, 3, 3), (2, 3, 3, 9, 1)]
-        for (i, (c, t, f, h, range)) in cases.enumerated() {
-            let layer = LSTMDecoder(code: c, steps: t, features: f, hidden: h)
-            checkLayerGradients(layer, batch: 3, seed: UInt64(30 + i), h: 1e-2, rtol: 1e-3, atol: 3e-5,
-                                inputRange: (-range, range))
+        let cases: [(Int, Int, Int, Int, Float)] = [(2, 4, 3, 5, 1), (3, 1, 2, 3, 1), (2, 5, 4, 3, 3), (2, 3, 3, 9, 1), (2, 3, 2, 17, 1)]
+        forEachGatePath { path in
+            for (i, (c, t, f, h, range)) in cases.enumerated() {
+                let layer = LSTMDecoder(code: c, steps: t, features: f, hidden: h)
+                checkLayerGradients(layer, batch: 3, seed: UInt64(30 + i), h: 1e-2, rtol: 1e-3, atol: 3e-5,
+                                    inputRange: (-range, range), name: "\(path), case \(i)")
+            }
+        }
+    }
+
+    /// The AVX-512 gate pass's exponential (exp16) against e^x in Double: within 2 ulp over the
+    /// range the clamp keeps ([−87.3, 88.7]), NaN stays NaN, ±Inf clamp to the range's ends. The
+    /// C path is glibc's vectorised expf (libmvec), documented within 4 ulp.
+    func testExp16MatchesExpf() {
+        var xs: [Float] = stride(from: Float(-87.3), through: 88.7, by: 0.0137).map { $0 }
+        xs += [0, -0, 1e-8, -1e-8, 0.34657359, -0.34657359, 0.6931472, 20, -20]
+        forEachGatePath { path in
+            var ys = [Float](repeating: 0, count: xs.count)
+            aet_exp(xs, &ys, xs.count)
+            var worst: Double = 0, at: Float = 0
+            for (x, y) in zip(xs, ys) {
+                let ref = Foundation.exp(Double(x))
+                let ulps = abs(Double(y) - ref) / Double(Float(ref).ulp)
+                if !(ulps <= worst) { worst = ulps; at = x }
+            }
+            let bound: Double = path == "C path" ? 4 : 2
+            XCTAssertLessThanOrEqual(worst, bound, "\(path): exp off by \(worst) ulp at x = \(at)")
+            print("\(path): exp within \(worst) ulp (worst at x = \(at))")
+            var special: [Float] = [.nan, .infinity, -.infinity]
+            aet_exp(special, &special, 3)
+            XCTAssertTrue(special[0].isNaN, "\(path): exp(NaN) = \(special[0])")
+            XCTAssertTrue(special[1] >= 1e38, "\(path): exp(+Inf) = \(special[1])")
+            XCTAssertTrue(special[2] >= 0 && special[2] <= 1.2e-38, "\(path): exp(-Inf) = \(special[2])")
+            // the sigmoid's limits: 1 / (1 + e^-v) at ±100 is exactly 1 and (nearly) 0
+            var big: [Float] = [-100, 100]
+            aet_exp(big, &big, 2)
+            XCTAssertEqual(1 / (1 + big[0]), 1, "\(path)")
+            XCTAssertLessThan(1 / (1 + big[1]), 1e-37, "\(path)")
         }
     }
 
@@ -81,7 +130,13 @@ final class LSTMLayerTests: XCTestCase {
     }
 
     func testLSTMEncoderForwardMatchesNaive() {
-        let (T, F, H, batch) = (6, 4, 7, 3)
+        forEachGatePath { path in
+            for H in [7, 20] { encoderForwardMatchesNaive(hidden: H, path: path) }
+        }
+    }
+
+    private func encoderForwardMatchesNaive(hidden H: Int, path: String) {
+        let (T, F, batch) = (6, 4, 3)
         for (k, (scheme, scale)) in [(InitScheme.torch, Float(2)), (.glorot, 1.5)].enumerated() {
             let layer = LSTMEncoder(steps: T, features: F, hidden: H)
             let (p, _) = setUp(layer, scheme: scheme, seed: UInt64(100 + k), scale: scale, maxBatch: batch)
@@ -96,12 +151,18 @@ final class LSTMLayerTests: XCTestCase {
                 let hs = naiveLSTM(inputs: inputs, wih: wih, whh: whh, bih: bih, bhh: bhh, hidden: H)
                 ref += hs[T - 1]
             }
-            Compare.close("\(scheme): encoder vs naive", y.array, ref, atol: 1e-5)
+            Compare.close("\(path), hidden \(H), \(scheme): encoder vs naive", y.array, ref, atol: 1e-5)
         }
     }
 
     func testLSTMDecoderForwardMatchesNaive() {
-        let (C, T, F, H, batch) = (3, 6, 4, 7, 3)
+        forEachGatePath { path in
+            for H in [7, 20] { decoderForwardMatchesNaive(hidden: H, path: path) }
+        }
+    }
+
+    private func decoderForwardMatchesNaive(hidden H: Int, path: String) {
+        let (C, T, F, batch) = (3, 6, 4, 3)
         for (k, (scheme, scale)) in [(InitScheme.torch, Float(2)), (.glorot, 1.5)].enumerated() {
             let layer = LSTMDecoder(code: C, steps: T, features: F, hidden: H)
             let (p, _) = setUp(layer, scheme: scheme, seed: UInt64(110 + k), scale: scale, maxBatch: batch)
@@ -124,7 +185,7 @@ final class LSTMLayerTests: XCTestCase {
                     }
                 }
             }
-            Compare.close("\(scheme): decoder vs naive", y.array, ref, atol: 1e-5)
+            Compare.close("\(path), hidden \(H), \(scheme): decoder vs naive", y.array, ref, atol: 1e-5)
         }
     }
 

@@ -75,8 +75,10 @@ enum GradCheck {
 /// with L = sum(r * layer(x)) for a fixed random r.
 func checkLayerGradients(_ layer: Layer, batch: Int, seed: UInt64 = 1, h: Float = 1e-2,
                          rtol: Double = 1e-3, atol: Double = 1e-4, inputRange: (Float, Float) = (-1, 1),
-                         kinks: Bool = false, maxChecks: Int = 400, file: StaticString = #filePath, line: UInt = #line) {
+                         kinks: Bool = false, maxChecks: Int = 400, name: String = "", file: StaticString = #filePath, line: UInt = #line) {
     let pc = layer.parameterCount
+    let prefix = name.isEmpty ? "" : name + ": "
+
     let params = FloatBuffer(pc), grads = FloatBuffer(pc)
     layer.bind(parameters: params.pointer, gradients: grads.pointer)
     var rng = SplitMix64(seed: seed)
@@ -105,10 +107,10 @@ func checkLayerGradients(_ layer: Layer, batch: Int, seed: UInt64 = 1, h: Float 
     }
     // ReLU / leaky ReLU: the sign pattern of the outputs (both are positive exactly where z > 0).
     let pattern: (() -> [Bool])? = kinks ? { y.array.map { $0 > 0 } } : nil
-    GradCheck.check("input", x: xin.pointer, count: xin.count, analytic: dx.array, indices: pick(xin.count),
+    GradCheck.check(prefix + "input", x: xin.pointer, count: xin.count, analytic: dx.array, indices: pick(xin.count),
                     h: h, rtol: rtol, atol: atol, pattern: pattern, loss: loss, file: file, line: line)
     if pc > 0 {
-        GradCheck.check("params", x: params.pointer, count: pc, analytic: grads.array, indices: pick(pc),
+        GradCheck.check(prefix + "params", x: params.pointer, count: pc, analytic: grads.array, indices: pick(pc),
                         h: h, rtol: rtol, atol: atol, pattern: pattern, loss: loss, file: file, line: line)
     }
 }
