@@ -434,6 +434,9 @@ MV void aet_conv_unpermute_grad(const float *restrict dwt, float *restrict dw, l
 static inline void prefetch_row(const void *p, long bytes) {
     for (long o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 3);
 }
+static inline void prefetch_row_w(void *p, long bytes) {
+    for (long o = 0; o < bytes; o += 64) __builtin_prefetch((char *)p + o, 1, 3);
+}
 
 static inline float tanh_s(float v) { return 2.0f * sigm(2.0f * v) - 1.0f; }
 
@@ -585,6 +588,8 @@ AVX512 static void lstm_fwd_avx512(float *restrict z, long zs, const float *rest
             prefetch_row(z + (s + PF_AHEAD) * zs, 4 * H * 4);
             if (add) prefetch_row(add + (s + PF_AHEAD) * adds, 4 * H * 4);
             if (cprev) prefetch_row(cprev + (s + PF_AHEAD) * cs, H * 4);
+            /* h_t into the decoder's sample-major [n, T, H]: one row per sample, T·H apart */
+            if (h2) prefetch_row_w((char *)h2 + (s + PF_AHEAD) * h2s * (h2t ? 2 : 4), H * (h2t ? 2 : 4));
         }
         float *restrict zr = z + s * zs;
         const float *restrict ar = add ? add + s * adds : 0;
@@ -625,6 +630,8 @@ AVX512 static void lstm_bwd_avx512(const float *restrict z, long zs, const float
             prefetch_row(tc + (s + PF_AHEAD) * cs, H * 4);
             if (cprev) prefetch_row(cprev + (s + PF_AHEAD) * cs, H * 4);
             prefetch_row(dc + (s + PF_AHEAD) * H, H * 4);
+            /* dL/dh_t from the decoder's output projection: sample-major, rows T·H apart */
+            if (dh1) prefetch_row(dh1 + (s + PF_AHEAD) * dh1s, H * 4);
         }
         const float *restrict zr = z + s * zs;
         for (long j = 0; j < H; j += 16) {
