@@ -1,7 +1,6 @@
 #include "kernels.h"
 #include <float.h>
 #include <math.h>
-#include <stdlib.h>
 
 #define MV __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define LANES 16
