@@ -51,11 +51,16 @@ final class AllocationTests: XCTestCase {
         let build = AE.exec([cc, "-O2", "-shared", "-fPIC", "-o", dir + "/shim.so", dir + "/shim.c", "-ldl"], timeout: 60)
         XCTAssertEqual(build.status, 0, build.stderr)
         // (model, precision, batch, extra steps): every preset kind, both precisions for the
-        // dense, convolutional and recurrent paths.
-        var runs: [(String, String, Int, Int)] = [("mlp3", "f32", 32, 1000), ("deep32", "f32", 32, 1000), ("sparse-kl", "f32", 32, 1000),
-                                                  ("denoising", "f32", 32, 1000), ("vae", "f32", 16, 1000), ("conv", "f32", 4, 1000),
-                                                  ("lstm", "f32", 8, 1000)]
-        if DNNL.bf16Supported { runs += [("mlp3", "bf16", 32, 1000), ("conv", "bf16", 4, 1000), ("lstm", "bf16", 8, 1000)] }
+        // dense, convolutional and recurrent paths. Start-up alone varies by up to ~650 allocations
+        // between identical runs (measured: 22,411–23,056 for conv at 20 steps), so the extra steps
+        // are many (4,000: "fewer than one allocation every two steps" stands clear of that noise),
+        // and the batches small enough (≤ 8: 7,500 steps per MNIST epoch) that no epoch ends inside
+        // them (an epoch's end evaluates and checkpoints: ~1,300 allocations, not per step).
+        let extra = 4000
+        var runs: [(String, String, Int, Int)] = [("mlp3", "f32", 8, extra), ("deep32", "f32", 8, extra), ("sparse-kl", "f32", 8, extra),
+                                                  ("denoising", "f32", 8, extra), ("vae", "f32", 8, extra), ("conv", "f32", 4, extra),
+                                                  ("lstm", "f32", 8, extra)]
+        if DNNL.bf16Supported { runs += [("mlp3", "bf16", 8, extra), ("conv", "bf16", 4, extra), ("lstm", "bf16", 8, extra)] }
         for (model, precision, batch, extra) in runs {
             var counts: [(own: Int, inside: Int, executions: Int)] = []
             for steps in [20, 20 + extra] {
@@ -88,14 +93,14 @@ final class AllocationTests: XCTestCase {
         try AE.requireMPI()
         for (np, sync, perNode) in [(2, "shared", "2"), (4, "hierarchical", "2")] {
             var counts: [[Int]] = []
-            for steps in [20, 1020] {
+            for steps in [20, 20 + extra] {
                 var best = [Int](repeating: Int.max, count: np)
                 for attempt in 0..<2 {
                     let out = dir + "/np\(np)-\(sync)-\(steps)-\(attempt)"
                     let r = AE.exec(["mpirun", "--oversubscribe", "-np", String(np), "-x", "LD_PRELOAD=" + dir + "/shim.so", "-x", "AET_MALLOC_OUT=" + out + ".count",
                                      "-x", "AETRAIN_TEST_RANKS_PER_NODE=" + perNode,
                                      release, "--dataset", "mnist", "--data-dir", mnist, "--model", "mlp3", "--max-steps", String(steps),
-                                     "--epochs", "10", "--batch-size", "32", "--test-limit", "64", "--log-every", "100000",
+                                     "--epochs", "10", "--batch-size", "8", "--test-limit", "64", "--log-every", "100000",
                                      "--grad-sync", sync, "--no-report", "--out", out], timeout: 180)
                     XCTAssertEqual(r.status, 0, r.stderr)
                     XCTAssertEqual(AE.json(out + "/summary.json")?["grad_sync"] as? String, sync)
@@ -105,8 +110,8 @@ final class AllocationTests: XCTestCase {
             }
             for rank in 0..<np {
                 XCTAssertGreaterThan(counts[0][rank], 0, "np \(np) rank \(rank): the shim counted nothing")
-                XCTAssertLessThan(counts[1][rank] - counts[0][rank], 500,
-                                  "np \(np) \(sync) rank \(rank): \(counts[1][rank] - counts[0][rank]) allocations in 1,000 extra steps")
+                XCTAssertLessThan(counts[1][rank] - counts[0][rank], extra / 2,
+                                  "np \(np) \(sync) rank \(rank): \(counts[1][rank] - counts[0][rank]) allocations in \(extra) extra steps")
             }
         }
     }
