@@ -55,7 +55,8 @@ final class AllocationTests: XCTestCase {
         // between identical runs (measured: 22,411–23,056 for conv at 20 steps), so the extra steps
         // are many (4,000: "fewer than one allocation every two steps" stands clear of that noise),
         // and the batches small enough (≤ 8: 7,500 steps per MNIST epoch) that no epoch ends inside
-        // them (an epoch's end evaluates and checkpoints: ~1,300 allocations, not per step).
+        // them (an epoch's end evaluates and checkpoints: ~1,300 allocations, not per step). One
+        // oneDNN thread: a second OpenMP thread allocates outside the probed executions.
         let extra = 4000
         var runs: [(String, String, Int, Int)] = [("mlp3", "f32", 8, extra), ("deep32", "f32", 8, extra), ("sparse-kl", "f32", 8, extra),
                                                   ("denoising", "f32", 8, extra), ("vae", "f32", 8, extra), ("conv", "f32", 4, extra),
@@ -70,7 +71,7 @@ final class AllocationTests: XCTestCase {
                 let r = AE.exec([release, "--dataset", "mnist", "--data-dir", mnist, "--model", model, "--max-steps", String(steps),
                                 "--epochs", "10", "--batch-size", String(batch), "--test-limit", "64", "--log-every", "100000",
                                 "--precision", precision, "--no-report", "--out", out],
-                               env: ["LD_PRELOAD": dir + "/shim.so", "AET_MALLOC_OUT": out + ".count"], timeout: 180)
+                               env: ["LD_PRELOAD": dir + "/shim.so", "AET_MALLOC_OUT": out + ".count", "OMP_NUM_THREADS": "1"], timeout: 180)
                 XCTAssertEqual(r.status, 0, r.stderr)
                 let c = Self.counts(out + ".count")
                 best = (min(best.own, c.own), min(best.inside, c.inside), min(best.executions, c.executions))
@@ -98,7 +99,7 @@ final class AllocationTests: XCTestCase {
                 for attempt in 0..<2 {
                     let out = dir + "/np\(np)-\(sync)-\(steps)-\(attempt)"
                     let r = AE.exec(["mpirun", "--oversubscribe", "-np", String(np), "-x", "LD_PRELOAD=" + dir + "/shim.so", "-x", "AET_MALLOC_OUT=" + out + ".count",
-                                     "-x", "AETRAIN_TEST_RANKS_PER_NODE=" + perNode,
+                                     "-x", "AETRAIN_TEST_RANKS_PER_NODE=" + perNode, "-x", "OMP_NUM_THREADS=1",
                                      release, "--dataset", "mnist", "--data-dir", mnist, "--model", "mlp3", "--max-steps", String(steps),
                                      "--epochs", "10", "--batch-size", "8", "--test-limit", "64", "--log-every", "100000",
                                      "--grad-sync", sync, "--no-report", "--out", out], timeout: 180)
