@@ -662,17 +662,18 @@ AVX512 static void lstm_bwd_avx512(const float *restrict z, long zs, const float
     }
 }
 
+static int cpu_has_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl");
+}
 static int avx512_state = -1; /* -1: not yet known */
 static int use_avx512(void) {
-    if (avx512_state < 0)
-        avx512_state = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (avx512_state < 0) avx512_state = cpu_has_avx512();
     return avx512_state;
 }
 int aet_avx512_kernels(int on) {
     int had = use_avx512();
-    if (on >= 0) avx512_state = on && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (on >= 0) avx512_state = on && cpu_has_avx512();
     return had;
 }
 AVX512 static void exp_avx512(const float *x, float *y, long n) {
